@@ -1,0 +1,5 @@
+import sys
+
+from mlsky.cli import main
+
+sys.exit(main())
