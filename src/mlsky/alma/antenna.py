@@ -53,10 +53,11 @@ def _resolve(name_or_path: str | Path) -> Path:
         found = simmos_dir() / candidate
         if found.is_file():
             return found
-    alma = [n for n in available_configs() if n.startswith(("alma.", "aca."))]
+    recent = [n for n in available_configs() if n.startswith(("alma.cycle9", "alma.cycle1"))]
     raise AntennaConfigError(
         f"unknown antenna configuration {name!r}: not a file and not one of casadata's "
-        f"{len(available_configs())} configurations in {simmos_dir()}. ALMA ones: {', '.join(alma)}"
+        f"{len(available_configs())} configurations in {simmos_dir()} "
+        f"(mlsky.alma.available_configs() lists them), e.g. {', '.join(recent)}"
     )
 
 

@@ -279,8 +279,11 @@ def simulate_cube(sources: Table, *, shape=(128, 256, 256), config: ObservationC
     sky = sky_cube(truth, shape, freqs)
     w, w2 = channel_weights(config, shape)
     observed = sky
+    attenuation = np.ones(len(truth))
     if config.primary_beam:
-        observed = sky * primary_beam(config, (ny, nx), float(freqs[n_chan // 2])).astype(np.float32)[None]
+        pb = primary_beam(config, (ny, nx), float(freqs[n_chan // 2])).astype(np.float32)
+        observed = sky * pb[None]
+        attenuation = pb[np.rint(np.asarray(truth["y"], float)).astype(int), np.rint(np.asarray(truth["x"], float)).astype(int)]
     npix = ny * nx
     # Convolution with each channel's dirty beam, in the uv plane.
     vis = np.fft.rfft2(observed) * w
@@ -307,22 +310,28 @@ def simulate_cube(sources: Table, *, shape=(128, 256, 256), config: ObservationC
     bmaj, bmin, bpa = fit_beam(beam)
     header = cube_header(config, shape, (bmaj, bmin, bpa))
     noise_rms = float(rms[n_chan // 2])
-    truth = _with_snr(truth, (bmaj, bmin), rms)
+    truth = _with_snr(truth, (bmaj, bmin), rms, attenuation)
     truth.meta.update(noise_rms=noise_rms, seed=int(seed), shape=list(shape),
                       config=json.dumps(config.to_dict()))
     return SimulatedCube(dirty, sky, beam.astype(np.float32), truth, header, noise_rms, rms.astype(np.float32))
 
 
-def _with_snr(truth: Table, beam_fwhm: tuple[float, float], rms: np.ndarray) -> Table:
-    """Add ``snr``: the source's peak in the noise-free dirty cube (Gaussian beam approximation) over the noise."""
+def _with_snr(truth: Table, beam_fwhm: tuple[float, float], rms: np.ndarray,
+              attenuation: np.ndarray | float = 1.0) -> Table:
+    """Add ``snr``: the source's line peak in the noise-free dirty cube over the noise.
+
+    The peak is that of the source (attenuated by the primary beam at its position) seen by
+    a Gaussian beam of the dirty beam's FWHM -- an approximation that ignores blends.
+    """
     table = truth.copy()
     b2 = beam_fwhm[0] * beam_fwhm[1]
     fx, fy = np.asarray(table["fwhm_x"], float), np.asarray(table["fwhm_y"], float)
     # A Gaussian of flux S seen by a Gaussian beam of peak 1 peaks at S * b² / sqrt((b²+fx²)(b²+fy²)) Jy/beam.
-    peak_beam = np.asarray(table["flux"], float) * b2 / np.sqrt((b2 + fx**2) * (b2 + fy**2))
+    peak_beam = np.asarray(table["flux"], float) * attenuation * b2 / np.sqrt((b2 + fx**2) * (b2 + fy**2))
     z = np.clip(np.rint(np.asarray(table["z"], float)).astype(int), 0, len(rms) - 1)
-    with np.errstate(divide="ignore"):
-        table["snr"] = np.where(rms[z] > 0, peak_beam / rms[z], np.inf)
+    # Without noise (rms 0) the SNR is infinite.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["snr"] = np.where(rms[z] > 0, peak_beam / np.where(rms[z] > 0, rms[z], 1.0), np.inf)
     return table[[c for c in TRUTH_COLUMNS if c in table.colnames] +
                  [c for c in table.colnames if c not in TRUTH_COLUMNS]]
 

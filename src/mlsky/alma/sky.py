@@ -130,28 +130,41 @@ def sky_cube(sources: Table, shape: tuple[int, int, int], freqs_hz: np.ndarray |
 def random_sources(rng: np.random.Generator, shape: tuple[int, int, int], n_companions: int | None = None) -> Table:
     """A random sky as in Delli Veneri et al. (2023): a central source plus companions.
 
-    The central source sits within 2 pixels of the cube's centre; 0-4 companions anywhere
-    (whole cube, so blends happen). Sizes are 2-8 pixels FWHM (the beam is about 8 at
-    0.1"/pixel with alma.cycle9.3), line widths 3-12 channels FWHM, position angles uniform,
-    peaks log-uniform between 0.02 and 2 mJy/pixel.
+    The central source sits within 2 pixels of the cube's centre (its line within 10% of the
+    band's centre); 0-4 companions anywhere in the inner 80% of each axis, so blends happen.
+    Sizes are 2-8 pixels FWHM per axis (the beam is about 6-7 pixels at 0.1"/pixel with
+    alma.cycle9.3 at 230 GHz), line widths 3-12 channels FWHM (for 128 channels; scaled for
+    fewer), position angles uniform, peaks log-uniform between 0.02 and 2 mJy/pixel; a third
+    of the sources have a continuum (up to 10% of the line flux, spectral index 2-4).
     """
     n_chan, ny, nx = shape
     n = 1 + (int(rng.integers(0, 5)) if n_companions is None else n_companions)
     margin = 0.1
-    x = rng.uniform(margin * nx, (1 - margin) * nx, n)
-    y = rng.uniform(margin * ny, (1 - margin) * ny, n)
-    z = rng.uniform(margin * n_chan, (1 - margin) * n_chan, n)
-    x[0], y[0], z[0] = nx // 2 + rng.uniform(-2, 2), ny // 2 + rng.uniform(-2, 2), n_chan // 2 + rng.uniform(-2, 2)
-    scale = min(nx, ny) / 256
+
+    def inside(size: int) -> np.ndarray:
+        return rng.uniform(margin * (size - 1), (1 - margin) * (size - 1), n)
+
+    x, y, z = inside(nx), inside(ny), inside(n_chan)
+    x[0] = (nx - 1) / 2 + rng.uniform(-2, 2)
+    y[0] = (ny - 1) / 2 + rng.uniform(-2, 2)
+    z[0] = (n_chan - 1) / 2 + rng.uniform(-0.1, 0.1) * n_chan
+    peak = 10 ** rng.uniform(np.log10(2e-5), np.log10(2e-3), n)
+    fwhm_x, fwhm_y = rng.uniform(2, 8, n), rng.uniform(2, 8, n)
+    # Most sources are line emitters; a third also have a continuum of up to a tenth of
+    # their line peak, with a dust-like spectral index.
+    has_continuum = rng.random(n) < 1 / 3
+    line_flux = peak * 2 * np.pi * fwhm_x * fwhm_y / FWHM_PER_SIGMA**2
     return Table(
         dict(
             x=x,
             y=y,
             z=z,
-            fwhm_x=rng.uniform(2, 8, n) * max(scale, 0.5),
-            fwhm_y=rng.uniform(2, 8, n) * max(scale, 0.5),
+            fwhm_x=fwhm_x,
+            fwhm_y=fwhm_y,
             pa_deg=rng.uniform(0, 180, n),
-            fwhm_z=rng.uniform(3, 12, n) * max(n_chan / 128, 0.25),
-            peak_jy_per_pix=10 ** rng.uniform(np.log10(2e-5), np.log10(2e-3), n),
+            fwhm_z=rng.uniform(3, 12, n) * min(max(n_chan / 128, 0.25), 1.0),
+            peak_jy_per_pix=peak,
+            continuum_jy=np.where(has_continuum, line_flux * rng.uniform(0, 0.1, n), 0.0),
+            spectral_index=np.where(has_continuum, rng.uniform(2, 4, n), 0.0),
         )
     )

@@ -296,19 +296,48 @@ def dirty_beam(config: ObservationConfig | None = None, shape: tuple[int, int] =
     return (beam / beam.max()).astype(np.float32)
 
 
+# The thermal noise follows CASA's simulator (``sm.setnoise(mode="tsys-atm")`` as called by
+# ``simobserve``): the efficiencies and receiver temperatures of ``simutil.noisetemp`` and the
+# system temperature and per-visibility noise of ``AtmosCorruptor``. Only the atmosphere is
+# simpler here: a band-6 opacity law instead of the ATM library.
+
+#: ALMA receiver temperatures (K) of CASA's ``simutil.noisetemp``: band lower limits (GHz) and T_rx.
+ALMA_RX_LIMITS_GHZ = (31.3, 45, 84, 116, 163, 211, 275, 373, 500, 720)
+ALMA_RX_TEMPERATURE_K = (17, 30, 45, 51, 65, 55, 75, 196, 100, 230)
+#: Efficiencies of a 12 m ALMA antenna in CASA: spill-over, taper, surface rms (m),
+#: subreflector diameter (m), and the correlator efficiency (quantisation included).
+SPILLOVER_EFFICIENCY = 0.95
+TAPER_EFFICIENCY = 0.72
+SURFACE_RMS_M = 25e-6
+SUBREFLECTOR_DIAMETER_M = 0.75
+CORRELATOR_EFFICIENCY = 0.845
+T_GROUND_K = 270.0
+T_CMB_K = 2.725
+#: Mean physical temperature of the emitting (wet) atmosphere above Chajnantor.
+T_ATMOSPHERE_K = 260.0
+H_OVER_K = const.h.value / K_B
+
+
 def receiver_temperature(freq_hz: float) -> float:
-    """ALMA receiver temperature (K) at ``freq_hz``, interpolated in CASA's ``simutil`` table."""
-    f0 = np.array([35, 75, 110, 145, 185, 230, 345, 409, 675, 867]) * 1e9
-    t0 = np.array([17, 30, 37, 51, 65, 83, 147, 196, 175, 230], dtype=float)
-    return float(np.interp(freq_hz, f0, t0))
+    """ALMA receiver temperature (K) at ``freq_hz``: the value of the band it falls in (CASA's table)."""
+    limits = np.asarray(ALMA_RX_LIMITS_GHZ) * 1e9
+    band = max(int(np.searchsorted(limits, freq_hz)) - 1, 0)
+    return float(ALMA_RX_TEMPERATURE_K[band])
+
+
+def antenna_efficiency(freq_hz: float, diameter_m: float) -> float:
+    """Aperture efficiency: Ruze surface loss x spill-over x blockage x taper (CASA's ALMA values)."""
+    ruze = np.exp(-((4 * np.pi * SURFACE_RMS_M * freq_hz / C) ** 2))
+    blockage = 1 - (SUBREFLECTOR_DIAMETER_M / diameter_m) ** 2
+    return float(ruze * SPILLOVER_EFFICIENCY * blockage * TAPER_EFFICIENCY)
 
 
 def zenith_opacity(freq_hz: float, pwv_mm: float) -> float:
-    """Zenith opacity near 230 GHz from the precipitable water vapour.
+    """Zenith opacity in ALMA band 6 from the precipitable water vapour.
 
-    The linear relation ``tau = 0.004 + 0.058 pwv`` measured at 225 GHz (tipping radiometers
-    at Chajnantor and Mauna Kea); outside ALMA band 6 (211-275 GHz) it does not hold, so
-    pass ``tsys_k`` to :class:`ObservationConfig` instead.
+    The linear relation ``tau = 0.004 + 0.058 pwv`` measured at 225 GHz with tipping
+    radiometers; outside band 6 (211-275 GHz) it does not hold, so pass ``tsys_k`` to
+    :class:`ObservationConfig` instead.
     """
     if not 200e9 <= freq_hz <= 280e9:
         raise ValueError(
@@ -318,43 +347,46 @@ def zenith_opacity(freq_hz: float, pwv_mm: float) -> float:
     return 0.004 + 0.058 * pwv_mm
 
 
+def _occupation(t_k: float, freq_hz: float) -> float:
+    return 1.0 / np.expm1(H_OVER_K * freq_hz / t_k)
+
+
 def system_temperature(freq_hz: float, pwv_mm: float, elevation_deg: float) -> float:
-    """System temperature above the atmosphere (K): receiver, sky and spill-over, scaled by e^tau.
+    """System temperature referred to the top of the atmosphere (K), as CASA's ``AtmosCorruptor``.
 
-    ``Tsys = (T_rx + eta_s T_atm (1 - e^-tau) + (1 - eta_s) T_ground + eta_s T_cmb e^-tau) e^tau / eta_s``
-    with ``tau`` the line-of-sight opacity, ``eta_s = 0.95``, ``T_atm = T_ground = 269 K``
-    (CASA's defaults for ALMA).
+    In Planck occupation numbers ``R(T) = 1 / (exp(h nu / k T) - 1)``:
+    ``R_sys = R(T_cmb) + e^tau [R(T_sky) + R(T_rx)]`` with the sky seen through the spill-over,
+    ``T_sky = eta_s T_atm (1 - e^-tau) + (1 - eta_s) T_ground``, and ``tau`` the line-of-sight
+    opacity; ``Tsys = h nu / k / ln(1 + 1 / R_sys)``.
     """
-    eta_s, t_atm, t_ground, t_cmb = 0.95, 269.0, 269.0, 2.725
     tau = zenith_opacity(freq_hz, pwv_mm) / np.sin(np.radians(elevation_deg))
-    t_sky = t_atm * (1 - np.exp(-tau)) + t_cmb * np.exp(-tau)
-    return float((receiver_temperature(freq_hz) + eta_s * t_sky + (1 - eta_s) * t_ground) * np.exp(tau) / eta_s)
-
-
-#: Aperture efficiency of a 12 m ALMA antenna near 230 GHz (surface, taper, blockage).
-APERTURE_EFFICIENCY = 0.71
-#: Correlator (quantisation) efficiency.
-CORRELATOR_EFFICIENCY = 0.88
+    t_sky = SPILLOVER_EFFICIENCY * T_ATMOSPHERE_K * -np.expm1(-tau) + (1 - SPILLOVER_EFFICIENCY) * T_GROUND_K
+    r = _occupation(T_CMB_K, freq_hz) + np.exp(tau) * (
+        _occupation(t_sky, freq_hz) + _occupation(receiver_temperature(freq_hz), freq_hz)
+    )
+    return float(H_OVER_K * freq_hz / np.log1p(1 / r))
 
 
 def visibility_noise(config: ObservationConfig, freq_hz: np.ndarray) -> np.ndarray:
     """Thermal noise (Jy) on the real and on the imaginary part of one Stokes I visibility.
 
-    The radiometer equation for one polarisation,
-    ``sigma = 2 k Tsys / (eta_a eta_c A sqrt(2 dnu dt))``, divided by sqrt(2) for Stokes I
-    from two polarisations. ``Tsys`` comes from :func:`system_temperature` at the mean
-    elevation of the track unless ``config.tsys_k`` is set.
+    CASA's per-correlation noise ``sigma = 4 sqrt(2) k Tsys / (eta_a eta_q pi D² sqrt(dnu dt))``
+    (the radiometer equation), divided by sqrt(2) because Stokes I averages the two
+    polarisations. ``Tsys`` comes from :func:`system_temperature` at the mean elevation of
+    the track, channel by channel, unless ``config.tsys_k`` fixes it.
     """
     ants = load_antenna_config(config.antenna_config)
-    area = np.pi * (float(np.mean(ants["diam"].value)) / 2) ** 2
+    diameter = float(np.mean(ants["diam"].value))
     freq_hz = np.atleast_1d(np.asarray(freq_hz, dtype=float))
     if config.tsys_k is not None:
         tsys = np.full(freq_hz.shape, config.tsys_k)
     else:
         el = float(np.mean(elevation(config)))
         tsys = np.array([system_temperature(f, config.pwv_mm, el) for f in freq_hz])
-    sefd = 2 * K_B * tsys / (APERTURE_EFFICIENCY * CORRELATOR_EFFICIENCY * area) * 1e26
-    return sefd / np.sqrt(2 * config.channel_width_hz * config.integration_s) / np.sqrt(2)
+    eta = np.array([antenna_efficiency(f, diameter) for f in freq_hz]) * CORRELATOR_EFFICIENCY
+    sigma_corr = 4 * np.sqrt(2) * K_B * tsys / (eta * np.pi * diameter**2) / np.sqrt(
+        config.channel_width_hz * config.integration_s) * 1e26
+    return sigma_corr / np.sqrt(2)
 
 
 def primary_beam(config: ObservationConfig, shape: tuple[int, int], freq_hz: float) -> np.ndarray:

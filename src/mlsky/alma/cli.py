@@ -1,0 +1,57 @@
+"""``mlsky alma ...``: the ALMA case study on the command line.
+
+``mlsky alma simulate --n N --out DIR --seed S`` makes a training set of simulated cubes
+(:func:`mlsky.alma.dataset.make_dataset`). Each action is a sub-command of ``alma``,
+registered by its own ``add_*`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """Run :func:`~mlsky.alma.dataset.make_dataset` with the command line's arguments."""
+    from mlsky.alma.dataset import make_dataset
+    from mlsky.alma.uv import ObservationConfig
+
+    config = ObservationConfig(antenna_config=args.config, dec_deg=args.dec, freq_hz=args.freq_ghz * 1e9,
+                               cell_arcsec=args.cell, weighting=args.weighting, robust=args.robust)
+    manifest = make_dataset(args.n, args.out, seed=args.seed, workers=args.workers, shape=tuple(args.shape),
+                            config=config, shard_size=args.shard_size, progress=not args.quiet)
+    counts = {}
+    for shard in manifest["shards"]:
+        counts[shard["split"]] = counts.get(shard["split"], 0) + len(shard["cubes"])
+    print(f"{args.n} cubes of shape {tuple(args.shape)} in {args.out} "
+          f"({', '.join(f'{k} {v}' for k, v in counts.items())}); manifest: {args.out}/manifest.json")
+    return 0
+
+
+def add_simulate(sub) -> None:
+    """Add ``mlsky alma simulate``."""
+    p = sub.add_parser("simulate", help="simulate a training set of ALMA cubes (dirty, sky, truth) in shards",
+                       description=simulate.__doc__)
+    p.add_argument("--n", type=int, required=True, help="number of cubes")
+    p.add_argument("--out", required=True, help="output folder (re-running resumes)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data set (default 0)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    p.add_argument("--shape", type=int, nargs=3, default=[128, 256, 256], metavar=("N_CHAN", "NY", "NX"),
+                   help="cube shape (default 128 256 256)")
+    p.add_argument("--shard-size", type=int, default=16, help="cubes per shard (default 16)")
+    p.add_argument("--config", default="alma.cycle9.3.cfg",
+                   help="antenna configuration: casadata name or .cfg path (default alma.cycle9.3.cfg)")
+    p.add_argument("--dec", type=float, default=-30.0, help="declination, deg (default -30)")
+    p.add_argument("--freq-ghz", type=float, default=230.0, help="centre frequency, GHz (default 230)")
+    p.add_argument("--cell", type=float, default=0.1, help="pixel size, arcsec (default 0.1)")
+    p.add_argument("--weighting", choices=["natural", "briggs"], default="briggs")
+    p.add_argument("--robust", type=float, default=0.5)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=simulate)
+
+
+def register(subparsers) -> None:
+    """Add the ``alma`` command and its sub-commands to ``mlsky``'s parser."""
+    parser = subparsers.add_parser("alma", help="ALMA source finding: simulate cubes",
+                                   description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="alma_command", required=True)
+    add_simulate(sub)
