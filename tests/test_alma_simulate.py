@@ -240,3 +240,17 @@ def test_agrees_with_casa_within_15_percent(data_dir):
     for col in ("bmaj_ratio", "bmin_ratio", "corr_len_ratio", "rms_ratio", "rms_ratio_min", "rms_ratio_max"):
         assert np.all(np.abs(table[col] - 1) <= 0.15), (col, list(table[col]))
     assert table["within_15pct"].all()
+
+
+def test_overview_figure_and_casa_loader_errors(data_dir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mlsky.alma.casa import casa_reference_names, load_casa_reference
+    from mlsky.alma.plot import plot_cube_overview
+
+    assert casa_reference_names()[:2] == ["casa_1000", "casa_1001"]
+    with pytest.raises(KeyError, match="available: casa_1000"):
+        load_casa_reference("casa_9999")
+    fig = plot_cube_overview(load_casa_reference(1002))
+    assert len(fig.axes) >= 4

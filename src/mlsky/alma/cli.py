@@ -37,7 +37,7 @@ def add_simulate(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     p.add_argument("--shape", type=int, nargs=3, default=[128, 256, 256], metavar=("N_CHAN", "NY", "NX"),
                    help="cube shape (default 128 256 256)")
-    p.add_argument("--shard-size", type=int, default=16, help="cubes per shard (default 16)")
+    p.add_argument("--shard-size", type=int, default=8, help="cubes per shard (default 8)")
     p.add_argument("--config", default="alma.cycle9.3.cfg",
                    help="antenna configuration: casadata name or .cfg path (default alma.cycle9.3.cfg)")
     p.add_argument("--dec", type=float, default=-30.0, help="declination, deg (default -30)")

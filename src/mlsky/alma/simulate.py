@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 from astropy.io import fits
 from astropy.table import Table
 
@@ -226,6 +228,11 @@ def fit_beam(beam: np.ndarray) -> tuple[float, float, float]:
     return float(fwhm[0]), float(fwhm[1]), float(pa)
 
 
+@lru_cache(maxsize=8)
+def _beam_fwhm(config: ObservationConfig, shape: tuple[int, int], freq_hz: float) -> tuple[float, float, float]:
+    return fit_beam(dirty_beam(config, shape, freq_hz))
+
+
 def _check_shape(shape) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ValueError(f"shape must be (n_chan, ny, nx), got {shape}")
@@ -277,37 +284,30 @@ def simulate_cube(sources: Table, *, shape=(128, 256, 256), config: ObservationC
     freqs = config.frequencies(n_chan)
     truth = validate_sources(sources, shape)
     sky = sky_cube(truth, shape, freqs)
-    w, w2 = channel_weights(config, shape)
+    weights = channel_weights(config, shape)
     observed = sky
     attenuation = np.ones(len(truth))
     if config.primary_beam:
         pb = primary_beam(config, (ny, nx), float(freqs[n_chan // 2])).astype(np.float32)
         observed = sky * pb[None]
         attenuation = pb[np.rint(np.asarray(truth["y"], float)).astype(int), np.rint(np.asarray(truth["x"], float)).astype(int)]
-    npix = ny * nx
     # Convolution with each channel's dirty beam, in the uv plane.
-    vis = np.fft.rfft2(observed) * w
+    vis = scipy.fft.rfft2(observed)
+    vis *= weights.w
     sigma = visibility_noise(config, freqs) if config.noise else np.zeros(n_chan)
     if config.noise:
         rng = np.random.default_rng(seed)
         # The gridded noise of a uv cell sums sigma * w_k * n_k over its visibilities: a Gaussian
-        # of variance sigma^2 Σw_k² on each of its real and imaginary parts.
-        std = np.sqrt(w2) * sigma[:, None, None].astype(np.float32)
-        # The kx = 0 and Nyquist columns are Hermitian-symmetrised by the real inverse FFT,
-        # which halves their variance; restore it.
-        std[:, :, 0] *= np.sqrt(2)
-        if nx % 2 == 0:
-            std[:, :, -1] *= np.sqrt(2)
-        noise = rng.standard_normal(std.shape, dtype=np.float32) + 1j * rng.standard_normal(std.shape, dtype=np.float32)
-        vis = vis + noise * std
-    dirty = (np.fft.irfft2(vis, s=(ny, nx)) * npix).astype(np.float32)
-    # Expected image noise, sigma² Σ_k w_k² / (Σ_k w_k)² over the distinct visibilities. The
-    # gridded weights count each visibility twice (u and -u) and are normalised to sum 1, so
-    # that ratio is twice the full-plane sum of the gridded Σw².
-    full_w2 = 2 * w2.sum(axis=(1, 2)) - w2[:, :, 0].sum(axis=1) - (w2[:, :, -1].sum(axis=1) if nx % 2 == 0 else 0)
-    rms = sigma * np.sqrt(2 * full_w2)
+        # of variance sigma² Σw_k² on each of its real and imaginary parts.
+        noise = rng.standard_normal((*vis.shape, 2), dtype=np.float32).view(np.complex64)[..., 0]
+        noise *= weights.noise_std
+        noise *= sigma.astype(np.float32)[:, None, None]
+        vis += noise
+    dirty = scipy.fft.irfft2(vis, s=(ny, nx))
+    dirty *= ny * nx
+    rms = sigma * weights.rms_per_sigma
     beam = dirty_beam(config, (ny, nx), float(freqs[n_chan // 2]))
-    bmaj, bmin, bpa = fit_beam(beam)
+    bmaj, bmin, bpa = _beam_fwhm(config, (ny, nx), float(freqs[n_chan // 2]))
     header = cube_header(config, shape, (bmaj, bmin, bpa))
     noise_rms = float(rms[n_chan // 2])
     truth = _with_snr(truth, (bmaj, bmin), rms, attenuation)

@@ -249,25 +249,50 @@ def imaging_weights(uv_lambda: np.ndarray, shape: tuple[int, int], config: Obser
     return (sum_w / total).reshape(shape), (sum_w2 / total**2).reshape(shape)
 
 
-@lru_cache(maxsize=4)
-def channel_weights(config: ObservationConfig, shape: tuple[int, int, int]):
-    """Gridded weights of every channel on the half plane of a real FFT (cached per set-up).
+@dataclass(frozen=True)
+class ChannelWeights:
+    """Gridded weights of every channel on the half plane of a real FFT, shape ``(n_chan, ny, nx // 2 + 1)``.
 
-    Returns
-    -------
-    w, w2 : numpy.ndarray
-        Shape ``(n_chan, ny, nx // 2 + 1)``, float32: Σw (normalised, for the dirty image) and
-        Σw² (for the noise) per uv cell.
+    Attributes
+    ----------
+    w
+        Σw per uv cell, normalised to sum 1 over the full plane: the dirty image is
+        ``irfft2(w * rfft2(sky)) * ny * nx``.
+    noise_std
+        Standard deviation, per unit visibility noise, of the real and of the imaginary part
+        of the gridded noise of each cell (sqrt Σw²), ready to scale complex white noise.
+    rms_per_sigma
+        Image noise rms per unit visibility noise, per channel:
+        ``sqrt(Σ_k w_k²) / Σ_k w_k`` over the distinct visibilities.
     """
+
+    w: np.ndarray
+    noise_std: np.ndarray
+    rms_per_sigma: np.ndarray
+
+
+@lru_cache(maxsize=4)
+def channel_weights(config: ObservationConfig, shape: tuple[int, int, int]) -> ChannelWeights:
+    """The :class:`ChannelWeights` of a set-up and cube shape (cached: a data set reuses them)."""
     n_chan, ny, nx = shape
     uvw = uv_coverage(config)
     half = nx // 2 + 1
     w = np.empty((n_chan, ny, half), np.float32)
-    w2 = np.empty((n_chan, ny, half), np.float32)
+    w2 = np.empty((n_chan, ny, half), np.float64)
     for c, f in enumerate(config.frequencies(n_chan)):
         sw, sw2 = imaging_weights(uvw[:, :2] * (f / C), (ny, nx), config)
         w[c], w2[c] = sw[:, :half], sw2[:, :half]
-    return w, w2
+    # The gridded weights count each visibility twice (u and -u) and sum to 1, so
+    # Σ_k w_k² / (Σ_k w_k)² over the distinct visibilities is twice their full-plane Σw².
+    edges = w2[:, :, 0].sum(axis=1) + (w2[:, :, -1].sum(axis=1) if nx % 2 == 0 else 0)
+    rms = np.sqrt(2 * (2 * w2.sum(axis=(1, 2)) - edges))
+    std = np.sqrt(w2)
+    # The real inverse FFT Hermitian-symmetrises the kx = 0 and Nyquist columns, which halves
+    # the variance of independent draws there; restore it.
+    std[:, :, 0] *= np.sqrt(2)
+    if nx % 2 == 0:
+        std[:, :, -1] *= np.sqrt(2)
+    return ChannelWeights(w, std.astype(np.float32), rms)
 
 
 def dirty_beam(config: ObservationConfig | None = None, shape: tuple[int, int] = (128, 128),
@@ -290,8 +315,13 @@ def dirty_beam(config: ObservationConfig | None = None, shape: tuple[int, int] =
     ((64, 64), 1.0)
     """
     config = config or ObservationConfig()
-    freq = config.freq_hz if freq_hz is None else freq_hz
-    sw, _ = imaging_weights(uv_coverage(config, freq)[:, :2], shape, config)
+    freq = config.freq_hz if freq_hz is None else float(freq_hz)
+    return _dirty_beam(config, tuple(int(n) for n in shape), freq).copy()
+
+
+@lru_cache(maxsize=8)
+def _dirty_beam(config: ObservationConfig, shape: tuple[int, int], freq_hz: float) -> np.ndarray:
+    sw, _ = imaging_weights(uv_coverage(config, freq_hz)[:, :2], shape, config)
     beam = np.fft.fftshift(np.fft.ifft2(sw).real) * (shape[0] * shape[1])
     return (beam / beam.max()).astype(np.float32)
 

@@ -1,0 +1,68 @@
+"""Benchmark: simulated ALMA cubes per second, against the CASA route (simobserve + tclean).
+
+CASA is not a Python dependency of mlsky, so its figure is the one measured once on this
+machine for the reference cubes of ``alma_casa_reference``: about 45 s for one 64 x 128 x 128
+cube, ``simobserve`` (with ``tsys-atm`` noise) plus ``tclean(niter=0)``. The comparison is per
+voxel, since the paper's training cubes (128 x 256 x 256) are 8 times larger.
+
+    python benchmarks/alma_simulate.py [--cubes 8] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from mlsky.alma.dataset import make_dataset
+from mlsky.alma.simulate import random_cube
+
+#: Seconds CASA 6.7 took for one 64 x 128 x 128 reference cube on this machine (simobserve + tclean).
+CASA_SECONDS_PER_CUBE = 45.0
+CASA_SHAPE = (64, 128, 128)
+SHAPE = (128, 256, 256)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cubes", type=int, default=8, help="cubes timed in one process")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes for the data-set run")
+    args = parser.parse_args(argv)
+
+    random_cube(0, shape=SHAPE)  # the set-up's gridded weights are computed once per process
+    start = time.perf_counter()
+    for seed in range(1, args.cubes + 1):
+        random_cube(seed, shape=SHAPE)
+    per_cube = (time.perf_counter() - start) / args.cubes
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
+
+    n_set = args.cubes * args.workers
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        manifest = make_dataset(n_set, out, seed=0, workers=args.workers, shape=SHAPE, shard_size=args.cubes // 2 or 1,
+                                progress=False)
+        set_seconds = time.perf_counter() - start
+        shard_mb = sum(os.path.getsize(os.path.join(out, s["file"])) for s in manifest["shards"]) / 1e6
+
+    voxels, casa_voxels = np.prod(SHAPE), np.prod(CASA_SHAPE)
+    casa_per_voxel = CASA_SECONDS_PER_CUBE / casa_voxels
+    ours_per_voxel = per_cube / voxels
+    print(f"mlsky, one process: {1 / per_cube:.2f} cubes/s at {SHAPE} ({per_cube:.3f} s per cube, "
+          f"{ours_per_voxel:.2e} s/voxel), peak memory {rss_mb:.0f} MB")
+    print(f"mlsky make_dataset, {args.workers} workers: {n_set / set_seconds:.2f} cubes/s incl. writing "
+          f"{shard_mb / n_set:.1f} MB of float16 shards per cube; "
+          f"peak memory per worker {manifest['peak_memory_mb']:.0f} MB")
+    print(f"CASA simobserve + tclean (measured once): {CASA_SECONDS_PER_CUBE:.0f} s per {CASA_SHAPE} cube "
+          f"({casa_per_voxel:.2e} s/voxel), i.e. {CASA_SECONDS_PER_CUBE * voxels / casa_voxels:.0f} s at {SHAPE}")
+    print(f"ratio per voxel, one process vs CASA: {casa_per_voxel / ours_per_voxel:.0f}x (target >= 100x)")
+    print(f"ratio per voxel, {args.workers} workers with I/O vs CASA: "
+          f"{casa_per_voxel / (set_seconds / n_set / voxels):.0f}x")
+
+
+if __name__ == "__main__":
+    main()
