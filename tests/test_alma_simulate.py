@@ -105,6 +105,17 @@ def test_noise_level_matches_expectation_and_is_beam_correlated():
     assert 60 < system_temperature(230e9, 0.8, 80) < system_temperature(230e9, 3.0, 40)
 
 
+def test_noise_level_can_vary_with_frequency():
+    tsys = np.full(SMALL[0], 80.0)
+    tsys[3] = 240.0  # an atmospheric line in channel 3
+    cube = simulate_cube(one_source(peak_jy_per_pix=1e-12), shape=SMALL, config=ObservationConfig(tsys_k=list(tsys)))
+    rms = cube.noise_rms_per_channel
+    assert rms[3] == pytest.approx(3 * rms[2], rel=1e-3)
+    assert cube.dirty[3].std() > 2 * cube.dirty[2].std()
+    with pytest.raises(ValueError, match="tsys_k has 2 values for 16 channels"):
+        simulate_cube(one_source(), shape=SMALL, config=ObservationConfig(tsys_k=(80.0, 90.0)))
+
+
 def test_truth_table_contract_and_bounding_boxes():
     cube = simulate_cube(one_source(), shape=SMALL, seed=1)
     for col in ("x", "y", "z", "fwhm_x", "fwhm_y", "pa_deg", "fwhm_z", "flux", "peak_jy_per_pix", "snr",
@@ -240,6 +251,9 @@ def test_agrees_with_casa_within_15_percent(data_dir):
     for col in ("bmaj_ratio", "bmin_ratio", "corr_len_ratio", "rms_ratio", "rms_ratio_min", "rms_ratio_max"):
         assert np.all(np.abs(table[col] - 1) <= 0.15), (col, list(table[col]))
     assert table["within_15pct"].all()
+    # Same signal too: CASA's dirty cube minus our noise-free one is noise.
+    assert np.all(np.abs(table["signal_slope"] - 1) < 0.1)
+    assert np.all(np.abs(table["residual_over_noise"] - 1) < 0.1)
 
 
 def test_overview_figure_and_casa_loader_errors(data_dir):

@@ -145,6 +145,15 @@ def compare_cube(reference: SimulatedCube, seed: int = 0, config: ObservationCon
         rms_ratio_min=float(per_channel.min()), rms_ratio_max=float(per_channel.max()),
         beam_correlation=float(np.corrcoef(ours.beam.ravel(), reference.beam.ravel())[0, 1]),
     )
+    # The signal path (primary beam, flux scale, beam orientation): CASA's dirty cube against
+    # our noise-free one, inside the sources' boxes.
+    clean = simulate_cube(reference.truth, shape=reference.shape, config=config.replace(noise=False))
+    inside = np.zeros(reference.shape, bool)
+    for src in reference.truth:
+        inside[src["z0"]:src["z1"], src["y0"]:src["y1"], src["x0"]:src["x1"]] = True
+    model, data = clean.dirty[inside].astype(float), reference.dirty[inside].astype(float)
+    row["signal_slope"] = float((model * data).sum() / (model * model).sum())
+    row["residual_over_noise"] = float((data - model).std() / reference.noise_rms)
     row["bmaj_ratio"] = row["bmaj_ours"] / row["bmaj_casa"]
     row["bmin_ratio"] = row["bmin_ours"] / row["bmin_casa"]
     row["corr_len_ratio"] = row["corr_len_ours"] / row["corr_len_casa"]
@@ -163,7 +172,11 @@ def compare_simulator_with_casa(names: list[str] | None = None, seed: int = 0) -
     autocorrelation in noise-only channels); median noise rms per noise-only channel
     (Jy/beam) measured on both, and the range over those channels of our expected rms over
     CASA's measured one (``rms_ratio_min``, ``rms_ratio_max``); ``*_ratio`` = ours / CASA; and
-    ``within_15pct``, true when every ratio is within 15% of 1.
+    ``within_15pct``, true when every ratio is within 15% of 1. Two more columns check the
+    signal: ``signal_slope``, the least-squares slope of CASA's dirty cube on our noise-free
+    one inside the sources' bounding boxes (1: same flux scale, primary beam and beam), and
+    ``residual_over_noise``, the rms of their difference there over CASA's noise rms (1: what
+    is left is noise).
 
     Returns
     -------

@@ -61,8 +61,9 @@ class ObservationConfig:
     weighting, robust
         ``"natural"`` or ``"briggs"`` (with Briggs' ``robust``, as in CASA).
     pwv_mm, tsys_k
-        Precipitable water vapour, used to compute the system temperature
-        (:func:`system_temperature`), or a fixed ``tsys_k`` that overrides it.
+        Precipitable water vapour, used to compute the system temperature channel by
+        channel (:func:`system_temperature`), or ``tsys_k`` that overrides it: one value,
+        or a tuple with one value per channel (e.g. near an atmospheric line).
     noise
         Whether to add thermal noise.
     primary_beam
@@ -90,12 +91,15 @@ class ObservationConfig:
     weighting: str = "briggs"
     robust: float = 0.5
     pwv_mm: float = 0.8
-    tsys_k: float | None = None
+    tsys_k: float | tuple[float, ...] | None = None
     noise: bool = True
     primary_beam: bool = True
     latitude_deg: float = ALMA_LATITUDE_DEG
 
     def __post_init__(self) -> None:
+        if self.tsys_k is not None and np.ndim(self.tsys_k):
+            # A tuple keeps the set-up hashable (gridded weights are cached per set-up).
+            object.__setattr__(self, "tsys_k", tuple(float(t) for t in np.ravel(self.tsys_k)))
         checks = {
             "dec_deg": -90 <= self.dec_deg <= 90,
             "duration_s": self.duration_s > 0,
@@ -105,7 +109,7 @@ class ObservationConfig:
             "cell_arcsec": self.cell_arcsec > 0,
             "robust": -2 <= self.robust <= 2,
             "pwv_mm": self.pwv_mm >= 0,
-            "tsys_k": self.tsys_k is None or self.tsys_k > 0,
+            "tsys_k": self.tsys_k is None or bool(np.all(np.asarray(self.tsys_k, dtype=float) > 0)),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -409,7 +413,10 @@ def visibility_noise(config: ObservationConfig, freq_hz: np.ndarray) -> np.ndarr
     diameter = float(np.mean(ants["diam"].value))
     freq_hz = np.atleast_1d(np.asarray(freq_hz, dtype=float))
     if config.tsys_k is not None:
-        tsys = np.full(freq_hz.shape, config.tsys_k)
+        tsys = np.asarray(config.tsys_k, dtype=float)
+        if tsys.ndim and tsys.shape != freq_hz.shape:
+            raise ValueError(f"tsys_k has {tsys.size} values for {freq_hz.size} channels; give one, or one per channel")
+        tsys = np.broadcast_to(tsys, freq_hz.shape)
     else:
         el = float(np.mean(elevation(config)))
         tsys = np.array([system_temperature(f, config.pwv_mm, el) for f in freq_hz])
@@ -419,11 +426,26 @@ def visibility_noise(config: ObservationConfig, freq_hz: np.ndarray) -> np.ndarr
     return sigma_corr / np.sqrt(2)
 
 
+#: CASA models the 12 m ALMA antennas' primary beam as a blocked Airy pattern of an
+#: effective 10.7 m aperture with a 0.75 m subreflector (``PBMath``).
+ALMA_EFFECTIVE_DIAMETER_RATIO = 10.7 / 12.0
+
+
 def primary_beam(config: ObservationConfig, shape: tuple[int, int], freq_hz: float) -> np.ndarray:
-    """Primary beam (Gaussian, FWHM 1.13 lambda / D) of the antennas at ``freq_hz``, peak 1 at the centre."""
+    """Primary beam (power) of the antennas at ``freq_hz``, peak 1 at pixel (ny//2, nx//2).
+
+    A blocked Airy pattern as in CASA: effective aperture ``0.892 D`` (10.7 m for ALMA's 12 m
+    antennas) with a 0.75 m central blockage; its FWHM is about 1.14 lambda / D.
+    """
+    from scipy.special import j1
+
     ants = load_antenna_config(config.antenna_config)
-    fwhm = 1.13 * C / freq_hz / float(np.mean(ants["diam"].value)) / ARCSEC / config.cell_arcsec
+    aperture = float(np.mean(ants["diam"].value)) * ALMA_EFFECTIVE_DIAMETER_RATIO
+    eps = SUBREFLECTOR_DIAMETER_M / aperture
     ny, nx = shape
     y, x = np.ogrid[:ny, :nx]
-    r2 = (x - nx // 2) ** 2 + (y - ny // 2) ** 2
-    return np.exp(-4 * np.log(2) * r2 / fwhm**2)
+    r = np.hypot(x - nx // 2, y - ny // 2) * config.cell_arcsec * ARCSEC
+    u = np.pi * aperture * r * freq_hz / C
+    u = np.where(u == 0, 1e-12, u)
+    voltage = (2 * j1(u) / u - eps**2 * 2 * j1(eps * u) / (eps * u)) / (1 - eps**2)
+    return voltage**2
