@@ -11,6 +11,7 @@ voxel, since the paper's training cubes (128 x 256 x 256) are 8 times larger.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import resource
 import sys
@@ -26,6 +27,17 @@ from mlsky.alma.simulate import random_cube
 CASA_SECONDS_PER_CUBE = 45.0
 CASA_SHAPE = (64, 128, 128)
 SHAPE = (128, 256, 256)
+
+
+def _worker_peak_mb(shard_size: int) -> float:
+    """Peak resident memory (MB) of a fresh process that simulates and writes one shard."""
+    from mlsky.alma.dataset import _plan, _simulate_shard
+    from mlsky.alma.uv import ObservationConfig
+
+    with tempfile.TemporaryDirectory() as out, mp.get_context("spawn").Pool(1) as pool:
+        shard = _plan(shard_size, 0, shard_size, (1.0, 0.0, 0.0))[0]
+        _, _, peak = pool.apply(_simulate_shard, ((out, shard, 0, SHAPE, ObservationConfig()),))
+    return peak
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,14 +61,16 @@ def main(argv: list[str] | None = None) -> None:
         set_seconds = time.perf_counter() - start
         shard_mb = sum(os.path.getsize(os.path.join(out, s["file"])) for s in manifest["shards"]) / 1e6
 
+    worker_mb = _worker_peak_mb(8)
+
     voxels, casa_voxels = np.prod(SHAPE), np.prod(CASA_SHAPE)
     casa_per_voxel = CASA_SECONDS_PER_CUBE / casa_voxels
     ours_per_voxel = per_cube / voxels
     print(f"mlsky, one process: {1 / per_cube:.2f} cubes/s at {SHAPE} ({per_cube:.3f} s per cube, "
           f"{ours_per_voxel:.2e} s/voxel), peak memory {rss_mb:.0f} MB")
     print(f"mlsky make_dataset, {args.workers} workers: {n_set / set_seconds:.2f} cubes/s incl. writing "
-          f"{shard_mb / n_set:.1f} MB of float16 shards per cube; "
-          f"peak memory per worker {manifest['peak_memory_mb']:.0f} MB")
+          f"{shard_mb / n_set:.1f} MB of float16 shards per cube")
+    print(f"peak memory per worker (fresh process, one shard of 8 cubes at {SHAPE}): {worker_mb:.0f} MB")
     print(f"CASA simobserve + tclean (measured once): {CASA_SECONDS_PER_CUBE:.0f} s per {CASA_SHAPE} cube "
           f"({casa_per_voxel:.2e} s/voxel), i.e. {CASA_SECONDS_PER_CUBE * voxels / casa_voxels:.0f} s at {SHAPE}")
     print(f"ratio per voxel, one process vs CASA: {casa_per_voxel / ours_per_voxel:.0f}x (target >= 100x)")

@@ -176,6 +176,7 @@ def test_fits_round_trip_with_spectral_wcs(tmp_path):
     np.testing.assert_array_equal(back.dirty, cube.dirty)
     np.testing.assert_array_equal(back.sky, cube.sky)
     assert len(back.truth) == len(cube.truth) and back.noise_rms == pytest.approx(cube.noise_rms)
+    np.testing.assert_allclose(back.noise_rms_per_channel, cube.noise_rms_per_channel, rtol=1e-6)
     header = fits.getheader(tmp_path / "c_dirty.fits")
     assert header["BUNIT"] == "Jy/beam" and fits.getheader(tmp_path / "c_sky.fits")["BUNIT"] == "Jy/pixel"
     wcs = WCS(header)

@@ -1,8 +1,9 @@
 """``mlsky alma ...``: the ALMA case study on the command line.
 
 ``mlsky alma simulate --n N --out DIR --seed S`` makes a training set of simulated cubes
-(:func:`mlsky.alma.dataset.make_dataset`). Each action is a sub-command of ``alma``,
-registered by its own ``add_*`` function.
+(:func:`mlsky.alma.dataset.make_dataset`); ``mlsky alma compare-casa`` checks the simulator
+against the CASA reference cubes. Each action is a sub-command of ``alma``, registered by its
+own ``add_*`` function.
 """
 
 from __future__ import annotations
@@ -49,9 +50,31 @@ def add_simulate(sub) -> None:
     p.set_defaults(func=simulate)
 
 
+def compare_casa(args: argparse.Namespace) -> int:
+    """Print the comparison of mlsky's simulator with the CASA reference cubes (15% agreement)."""
+    from mlsky.alma.casa import compare_simulator_with_casa
+
+    table = compare_simulator_with_casa(args.names or None)
+    cols = ["name", "bmaj_ratio", "bmin_ratio", "corr_len_ratio", "rms_ratio", "rms_ratio_min", "rms_ratio_max",
+            "signal_slope", "residual_over_noise", "within_15pct"]
+    for col in cols[1:-1]:
+        table[col].format = ".3f"
+    table[cols].pprint_all()
+    return 0 if table["within_15pct"].all() else 1
+
+
+def add_compare_casa(sub) -> None:
+    """Add ``mlsky alma compare-casa``."""
+    p = sub.add_parser("compare-casa", help="compare the simulator with cubes made by CASA (beam, noise)",
+                       description=compare_casa.__doc__)
+    p.add_argument("names", nargs="*", help="reference cubes (default: all), e.g. casa_1000")
+    p.set_defaults(func=compare_casa)
+
+
 def register(subparsers) -> None:
     """Add the ``alma`` command and its sub-commands to ``mlsky``'s parser."""
     parser = subparsers.add_parser("alma", help="ALMA source finding: simulate cubes",
                                    description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="alma_command", required=True)
     add_simulate(sub)
+    add_compare_casa(sub)
