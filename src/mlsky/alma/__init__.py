@@ -5,10 +5,12 @@
 - :mod:`mlsky.alma.sky` -- sky models of Gaussian sources with Gaussian lines;
 - :mod:`mlsky.alma.simulate` -- dirty cubes, sky models, beams and truth tables;
 - :mod:`mlsky.alma.dataset` -- training sets of many cubes, in shards;
-- :mod:`mlsky.alma.casa` -- the check against cubes made with CASA.
+- :mod:`mlsky.alma.casa` -- the check against cubes made with CASA;
+- :mod:`mlsky.alma.plot` -- an overview figure of a cube.
 """
 
 from mlsky.alma.antenna import available_configs, load_antenna_config
+from mlsky.alma.dataset import make_dataset
 from mlsky.alma.simulate import SimulatedCube, fit_beam, random_cube, read_cube, simulate_cube
 from mlsky.alma.uv import ObservationConfig, dirty_beam, uv_coverage
 
@@ -19,6 +21,7 @@ __all__ = [
     "dirty_beam",
     "fit_beam",
     "load_antenna_config",
+    "make_dataset",
     "random_cube",
     "read_cube",
     "simulate_cube",

@@ -226,16 +226,16 @@ def fit_beam(beam: np.ndarray) -> tuple[float, float, float]:
         a, b, c = p
         return np.exp(-(a * dx**2 + 2 * b * dx * dy + c * dy**2))
 
-    # Start from the moments of the lobe, then least squares on the log-free residuals.
-    p0 = np.array([0.05, 0.0, 0.05])
-    fit = optimize.least_squares(lambda p: model(p) - values, p0)
+    # Start from the circular Gaussian whose area above 35% matches the lobe's.
+    a0 = np.pi * np.log(1 / 0.35) / mask.sum()
+    fit = optimize.least_squares(lambda p: model(p) - values, np.array([a0, 0.0, a0]))
     a, b, c = fit.x
+    # Eigenvalues in ascending order: the first belongs to the major axis.
     eig, vec = np.linalg.eigh(np.array([[a, b], [b, c]]))
-    sig = 1 / np.sqrt(2 * eig)  # sigma along the eigen-directions (largest sigma last? eig ascending)
-    fwhm = sig * FWHM_PER_SIGMA
-    major_vec = vec[:, 0]  # smallest eigenvalue -> largest sigma
-    # Position angle east of north: x runs west, y north.
-    pa = np.degrees(np.arctan2(-major_vec[0], major_vec[1])) % 180
+    fwhm = FWHM_PER_SIGMA / np.sqrt(2 * eig)
+    major = vec[:, 0]
+    # Position angle east of north: the image's x axis runs west, y north.
+    pa = np.degrees(np.arctan2(-major[0], major[1])) % 180
     return float(fwhm[0]), float(fwhm[1]), float(pa)
 
 
