@@ -19,7 +19,6 @@ True
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 from astropy.io import fits

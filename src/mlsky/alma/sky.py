@@ -83,13 +83,12 @@ def validate_sources(sources: Table, shape: tuple[int, int, int]) -> Table:
         lo, hi = zip(*boxes[axis]) if len(table) else ((), ())
         table[f"{axis}0"] = np.array(lo, dtype=int)
         table[f"{axis}1"] = np.array(hi, dtype=int)
-    for name, unit in (("flux", "Jy"), ("peak_jy_per_pix", "Jy / pix")):
-        table[name].unit = None
-        table[name].description = unit
+    for name, unit in (("flux", "Jy"), ("peak_jy_per_pix", "Jy / pix"), ("pa_deg", "deg")):
+        table[name].unit = unit
     return table
 
 
-def source_image(row, ny: int, nx: int) -> tuple[np.ndarray, slice, slice]:
+def source_image(row) -> tuple[np.ndarray, slice, slice]:
     """A source's 2-D Gaussian (peak 1) on its bounding box, with the box's slices."""
     sx, sy = row["fwhm_x"] / FWHM_PER_SIGMA, row["fwhm_y"] / FWHM_PER_SIGMA
     theta = np.radians(row["pa_deg"])
@@ -105,14 +104,14 @@ def sky_cube(sources: Table, shape: tuple[int, int, int], freqs_hz: np.ndarray |
     """The sky model (Jy/pixel, float32) of a sources table on a cube of ``shape``.
 
     Each source is evaluated on its bounding box (``BOX_SIGMA`` sigma); outside it, its
-    Gaussian is below 1.1% of the peak along each axis and is left out. Blended sources add.
+    Gaussian is below 1.1% of the peak along each axis and is left out (0.8% of its flux). Blended sources add.
     """
-    n_chan, ny, nx = shape
+    n_chan = shape[0]
     table = sources if "x0" in sources.colnames else validate_sources(sources, shape)
     cube = np.zeros(shape, np.float32)
     chan = np.arange(n_chan)
     for row in table:
-        image, ys, xs = source_image(row, ny, nx)
+        image, ys, xs = source_image(row)
         zs = slice(int(row["z0"]), int(row["z1"]))
         line = np.exp(-0.5 * ((chan[zs] - row["z"]) / (row["fwhm_z"] / FWHM_PER_SIGMA)) ** 2)
         cube[zs, ys, xs] += (row["peak_jy_per_pix"] * line[:, None, None] * image).astype(np.float32)
