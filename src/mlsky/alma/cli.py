@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from mlsky.alma import cli_detect
+
 
 def simulate(args: argparse.Namespace) -> int:
     """Run :func:`~mlsky.alma.dataset.make_dataset` with the command line's arguments."""
@@ -78,3 +80,4 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="alma_command", required=True)
     add_simulate(sub)
     add_compare_casa(sub)
+    cli_detect.register(sub)

@@ -1,0 +1,277 @@
+"""Reading cubes, scoring catalogues, the classical peers and the whole pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from mlsky.alma.detect import CubeError, as_cube, detect, emission_ranges, probability_map, tiles, write_catalogue
+from mlsky.alma.metrics import (
+    angle_difference,
+    box_iou_3d,
+    detection_scores,
+    evaluate,
+    flux_error_vs_snr,
+    match,
+    parameter_residuals,
+)
+from mlsky.alma.peers import BlobcatFinder, PhotutilsFinder, SofiaFinder, reliability
+from mlsky.alma.simulate import simulate_cube
+from mlsky.alma.train import TrainingPlan, train_pipeline
+
+SHAPE = (16, 48, 48)
+
+
+def bright_cube(seed=1, shape=SHAPE, **overrides):
+    """Two bright, well separated sources (SNR well above 10)."""
+    src = dict(x=[14.0, 34.0], y=[30.0, 12.0], z=[5.0, 10.0], fwhm_x=[3.0, 2.0], fwhm_y=[2.0, 2.0],
+               pa_deg=[30.0, 0.0], fwhm_z=[3.0, 2.5], peak_jy_per_pix=[2e-3, 3e-3])
+    src.update(overrides)
+    return simulate_cube(Table(src), shape=shape, seed=seed)
+
+
+# --- reading cubes ------------------------------------------------------------------------
+
+
+def test_as_cube_reads_a_simulated_cube_and_its_fits(tmp_path):
+    sim = bright_cube()
+    cube = as_cube(sim)
+    assert cube.data.shape == SHAPE
+    assert cube.pixel_scale_arcsec == pytest.approx(0.1)
+    assert cube.channel_width_hz == pytest.approx(10e6)
+    assert np.all(cube.noise > 0)
+    [dirty_path, *_] = sim.to_fits(tmp_path / "sim")
+    again = as_cube(dirty_path)
+    np.testing.assert_array_equal(again.data, cube.data)
+    assert 20 < cube.beam_area_pix < 200
+
+
+def test_as_cube_drops_a_degenerate_stokes_axis():
+    sim = bright_cube()
+    header = sim.header.copy()
+    header["NAXIS"], header["WCSAXES"] = 4, 4
+    header["CTYPE4"], header["CRVAL4"], header["CDELT4"], header["CRPIX4"] = "STOKES", 1.0, 1.0, 1.0
+    cube = as_cube((sim.dirty[None], header))
+    assert cube.data.shape == SHAPE
+
+
+def test_as_cube_rejects_bad_cubes(tmp_path):
+    sim = bright_cube()
+    with pytest.raises(CubeError, match="needs 3 axes.*got 2"):
+        as_cube((sim.dirty[0], sim.header))
+    velo = sim.header.copy()
+    velo["CTYPE3"], velo["CUNIT3"], velo["CRVAL3"], velo["CDELT3"] = "VRAD", "m/s", 0.0, 1000.0
+    with pytest.raises(CubeError, match="'VRAD' is not frequency"):
+        as_cube((sim.dirty, velo))
+    flat = sim.header.copy()
+    flat["CTYPE3"] = "LINEAR"
+    with pytest.raises(CubeError, match="no spectral axis"):
+        as_cube((sim.dirty, flat))
+    with pytest.raises(CubeError, match="every value is NaN"):
+        as_cube((np.full(SHAPE, np.nan, np.float32), sim.header))
+    with pytest.raises(CubeError, match="noise is zero"):
+        as_cube((np.ones(SHAPE, np.float32), sim.header))
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(b"SIMPLE  = garbage")
+    with pytest.raises(CubeError, match="broken.fits"):
+        as_cube(broken)
+    with pytest.raises(FileNotFoundError):
+        as_cube(tmp_path / "missing.fits")
+
+
+def test_nan_blanked_edges_count_as_empty_sky():
+    sim = bright_cube()
+    data = sim.dirty.copy()
+    data[:, :, :5] = np.nan
+    cube = as_cube((data, sim.header))
+    assert cube.blank[:, :5].all() and not cube.blank[:, 5:].any()
+    assert np.isfinite(cube.data).all()
+    found = SofiaFinder(threshold=5.0, reliability=0.0).predict(cube)
+    assert len(found) >= 2
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def _table(rows):
+    names = ("x", "y", "z", "x0", "x1", "y0", "y1", "z0", "z1")
+    return Table(rows=rows, names=names) if rows else Table(names=names)
+
+
+def test_box_iou_3d():
+    a = np.array([[0, 2, 0, 2, 0, 2]])
+    b = np.array([[1, 3, 0, 2, 0, 2], [5, 6, 5, 6, 5, 6]])
+    np.testing.assert_allclose(box_iou_3d(a, b), [[4 / 12, 0.0]])
+
+
+def test_matching_counts_tp_fp_fn():
+    truth = _table([(5, 5, 5, 3, 8, 3, 8, 3, 8), (20, 20, 5, 18, 23, 18, 23, 3, 8)])
+    found = _table([(5.5, 5, 5, 3, 8, 3, 8, 3, 8), (40, 40, 5, 38, 43, 38, 43, 3, 8)])
+    s = detection_scores(truth, found)
+    assert (s["tp"], s["fp"], s["fn"]) == (1, 1, 1)
+    assert s["precision"] == s["recall"] == s["f1"] == 0.5
+    assert s["mean_iou"] == 1.0
+    # One detection cannot match two sources.
+    both = _table([(5, 5, 5, 0, 30, 0, 30, 0, 10)])
+    assert len(match(truth, both)) == 1
+    empty = detection_scores(truth, _table([]))
+    assert (empty["tp"], empty["fn"], empty["precision"], empty["recall"]) == (0, 2, 1.0, 0.0)
+
+
+def test_residuals_and_flux_error_tables():
+    truth = _table([(5, 5, 5, 3, 8, 3, 8, 3, 8)])
+    truth["flux"], truth["pa_deg"], truth["snr"] = [1e-3], [179.0], [8.0]
+    found = _table([(6, 5, 5, 3, 8, 3, 8, 3, 8)])
+    found["flux"], found["pa_deg"] = [0.5e-3], [1.0]
+    scores, pairs = evaluate([truth], [found])
+    res = parameter_residuals(pairs)
+    row = {r["parameter"]: r for r in res}
+    assert row["x"]["mean"] == pytest.approx(-1.0)
+    assert row["flux"]["mean"] == pytest.approx(0.5)  # mJy
+    assert row["pa_deg"]["mean"] == pytest.approx(-2.0)  # wrapped, not 178
+    table = flux_error_vs_snr(pairs, edges=(0, 5, 10))
+    assert list(table["n"]) == [0, 1] and table["mean_rel_error"][1] == pytest.approx(-0.5)
+    np.testing.assert_allclose(angle_difference([179.0, 10.0], [1.0, 20.0]), [-2.0, -10.0])
+
+
+# --- peers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("finder", [BlobcatFinder(seed_sigma=6.0), SofiaFinder(threshold=5.0),
+                                    PhotutilsFinder(nsigma=4.0)])
+def test_peers_find_two_bright_sources(finder):
+    sim = bright_cube()
+    found = finder.predict(sim)
+    scores = detection_scores(sim.truth, found)
+    assert scores["tp"] == 2, found
+    assert {"ra", "dec", "freq", "flux", "fwhm_x", "pa_deg", "deblend"} <= set(found.colnames)
+    assert found["freq"].unit == "GHz"
+
+
+def test_peers_find_nothing_in_pure_noise():
+    sim = bright_cube(peak_jy_per_pix=[1e-9, 1e-9])
+    for finder in (BlobcatFinder(seed_sigma=6.0, min_voxels=10), SofiaFinder(threshold=5.5, min_voxels=20)):
+        assert len(finder.predict(sim)) <= 1
+
+
+def test_peer_tuning_picks_the_best_grid_point():
+    cubes = [bright_cube(seed=s) for s in range(2)]
+    finder = BlobcatFinder().fit(cubes, param_grid={"seed_sigma": [3.0, 6.0], "flood_sigma": [2.6], "min_voxels": [1]})
+    assert finder.best_params_["seed_sigma"] == 6.0
+    assert finder.best_score_["f1"] == max(finder.scan_["f1"])
+    with pytest.raises(ValueError, match="no parameter 'threshold'"):
+        finder.set_params(threshold=3.0)
+
+
+def test_reliability_drops_sources_where_negatives_are_as_dense():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.1, size=(200, 2))
+    positives = np.vstack([rng.normal(0, 0.1, size=(200, 2)), [[3.0, 3.0]]])
+    r = reliability(positives, noise)
+    assert r[-1] > 0.9
+    assert np.median(r[:-1]) < 0.3
+    assert np.all(reliability(positives, noise[:2]) == 1)
+
+
+# --- the pipeline -------------------------------------------------------------------------
+
+
+def test_helpers_of_the_pipeline():
+    assert tiles(64, 64) == [0]
+    starts = tiles(150, 64)
+    assert starts[0] == 0 and starts[-1] == 150 - 64 and all(b - a <= 48 for a, b in zip(starts, starts[1:]))
+    prob = np.array([0, 0.9, 0.9, 0, 0.8, 0, 0, 0, 0.9, 0.9, 0.9, 0])
+    assert emission_ranges(prob) == [(1, 5), (8, 11)]
+    assert emission_ranges(prob, min_channels=4) == [(1, 5)]
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A pipeline trained for seconds on 12 small cubes: enough to run, not to be good."""
+    from mlsky.alma.simulate import random_cube
+
+    out = tmp_path_factory.mktemp("weights")
+    plan = TrainingPlan(shape=(16, 32, 32), n_train=12, n_val=3, input_size=32, cutout=16, resnet_width=2,
+                        gru_hidden=4, epochs_blobs=1, epochs_gru=1, epochs_resnet=1, batch_size=4)
+    cubes = [random_cube(s, shape=plan.shape) for s in range(15)]
+    history = train_pipeline(out, plan=plan, train_cubes=cubes[:12], val_cubes=cubes[12:], progress=False)
+    return out, history
+
+
+def test_train_pipeline_writes_checkpoints_and_curves(tiny_weights):
+    out, history = tiny_weights
+    names = {p.name for p in out.iterdir()}
+    assert {"pipeline.json", "blobs_finder.pt", "deep_gru.pt", "resnet_flux.pt", "resnet_pa.pt"} <= names
+    assert not any(n.endswith(".part") for n in names)
+    for key in ("blobs_finder", "deep_gru", "resnet_flux"):
+        assert len(history[key]["train"]) == 1 and len(history[key]["val"]) == 1
+    assert len(history["thresholds"]) > 1
+
+
+@pytest.mark.parametrize("shape", [(16, 32, 32), (12, 40, 72)])
+def test_detect_runs_on_any_cube_size(tiny_weights, shape):
+    out, _ = tiny_weights
+    catalogue = detect(bright_cube(shape=shape, x=[14.0, 30.0], y=[20.0, 10.0]), weights=out)
+    assert set(catalogue.colnames) >= {"x", "y", "z", "ra", "dec", "freq", "x0", "z1", "fwhm_x", "pa_deg", "flux",
+                                       "deblend"}
+    assert np.all((catalogue["x"] >= 0) & (catalogue["x"] < shape[2]))
+
+
+def test_detect_resamples_another_pixel_scale(tiny_weights):
+    out, _ = tiny_weights
+    sim = bright_cube(shape=(16, 32, 32), x=[10.0, 22.0], y=[12.0, 20.0])
+    header = sim.header.copy()
+    header["CDELT1"], header["CDELT2"] = header["CDELT1"] * 0.5, header["CDELT2"] * 0.5
+    catalogue = detect((sim.dirty, header), weights=out)
+    assert np.all(catalogue["x"] < 32)
+
+
+def test_probability_map_tiles_large_images(tiny_weights):
+    from mlsky.alma.train import load_checkpoint
+
+    out, _ = tiny_weights
+    net, _ = load_checkpoint(out / "blobs_finder.pt", "blobs_finder")
+    prob = probability_map(net, np.zeros((40, 90), np.float32))
+    assert prob.shape == (40, 90) and np.all((prob >= 0) & (prob <= 1))
+
+
+def test_detect_without_weights_says_how_to_train(tmp_path):
+    with pytest.raises(FileNotFoundError, match="mlsky alma train"):
+        detect(bright_cube(), weights=tmp_path)
+
+
+def test_cli_detect_writes_a_catalogue_and_nothing_on_error(tiny_weights, tmp_path):
+    from mlsky.cli import main
+
+    out, _ = tiny_weights
+    [dirty, *_] = bright_cube().to_fits(tmp_path / "c")
+    target = tmp_path / "cat.ecsv"
+    assert main(["alma", "detect", str(dirty), "-o", str(target), "--weights", str(out)]) == 0
+    assert len(Table.read(target)) == len(detect(dirty, weights=out))
+    assert main(["alma", "detect", str(dirty), "-o", str(target), "--weights", str(out)]) == 2  # exists
+    bad = tmp_path / "flat.fits"
+    fits.PrimaryHDU(np.ones((4, 8), np.float32)).writeto(bad)
+    assert main(["alma", "detect", str(bad), "-o", str(tmp_path / "none.ecsv"), "--weights", str(out)]) == 2
+    assert not (tmp_path / "none.ecsv").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_write_catalogue_is_atomic(tmp_path):
+    table = Table({"x": [1.0]})
+    write_catalogue(table, tmp_path / "a.ecsv")
+    assert Table.read(tmp_path / "a.ecsv")["x"][0] == 1.0
+
+
+def test_casa_reference_cubes_are_read_and_peers_find_sources(data_dir):
+    from mlsky.alma.casa import load_casa_reference
+
+    ref = load_casa_reference("casa_1002")
+    cube = as_cube(ref)
+    assert cube.data.shape == (64, 128, 128)
+    # The CASA noise estimate (first 4 channels) and ours (robust, per channel) agree.
+    assert np.median(cube.noise) == pytest.approx(ref.noise_rms, rel=0.15)
+    bright = ref.truth[ref.truth["snr"] > 8]
+    found = SofiaFinder(threshold=5.0, min_voxels=20, reliability=0.0).predict(cube)
+    assert detection_scores(bright, found)["recall"] >= 0.5 if len(bright) else True
