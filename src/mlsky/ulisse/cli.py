@@ -1,0 +1,107 @@
+"""``mlsky ulisse embed`` and ``mlsky ulisse search``: ULISSE from the command line.
+
+Examples
+--------
+.. code-block:: bash
+
+    mlsky ulisse embed cutouts/ -o features.npz
+    mlsky ulisse search features.npz --prototype 587722981742084144 -n 20 --labels labels.csv
+    mlsky ulisse search features.npz --prototype 587722981742084144 -n 10 --recursive 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from mlsky.ulisse.cutouts import list_images
+
+
+def embed(args: argparse.Namespace) -> int:
+    """Features of every image of a folder, written to an ``.npz`` (cached; re-runs are fast)."""
+    from mlsky.ulisse.features import FeatureExtractor
+
+    paths = list_images(args.folder)
+    extractor = FeatureExtractor(backbone=args.backbone, crop=args.crop, align=args.align, tta=args.tta,
+                                 layer=args.layer, batch_size=args.batch_size, progress=True)
+    result = extractor.extract(paths, on_error="skip")
+    result.save(args.output)
+    print(f"{len(result.ids)} images -> {args.output} ({result.features.shape[1]} features, "
+          f"backbone {result.backbone}, weights {result.weights})")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} unreadable files:")
+        for path, reason in result.skipped:
+            print(f"  {reason}")
+    return 0
+
+
+def _read_labels(path: Path) -> dict[str, str]:
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or len(header) < 2:
+            raise ValueError(f"{path}: needs a header and two columns (id, label).")
+        return {row[0].strip(): row[1].strip() for row in reader if len(row) >= 2}
+
+
+def search(args: argparse.Namespace) -> int:
+    """Neighbours of a prototype in a features file, with class fractions when labels are given."""
+    from mlsky.ulisse.features import Features
+    from mlsky.ulisse.search import SimilaritySearch
+
+    feats = Features.load(args.features)
+    engine = SimilaritySearch(n_neighbors=args.n, metric=args.metric).fit(feats.features, ids=feats.ids)
+    try:
+        row = engine.index_of(args.prototype)
+    except KeyError as err:
+        raise ValueError(f"{args.features}: {err.args[0]}") from None
+    if args.recursive:
+        table = engine.expand(row, n_neighbors=args.n, iterations=args.recursive)
+    else:
+        table = engine.query(row)
+    labels = _read_labels(Path(args.labels)) if args.labels else None
+    print(f"prototype {args.prototype} ({feats.backbone}, {args.metric}); {len(table)} objects:")
+    columns = ["id", "distance"] + (["iteration"] if args.recursive else [])
+    print("  ".join(columns + (["label"] if labels else [])))
+    for r in table:
+        cells = [str(r["id"]), f"{r['distance']:.4f}"] + ([str(r["iteration"])] if args.recursive else [])
+        if labels is not None:
+            cells.append(labels.get(str(r["id"]), "?"))
+        print("  ".join(cells))
+    if labels is not None:
+        mine = labels.get(str(args.prototype), "?")
+        counts = Counter(labels.get(str(i), "?") for i in table["id"])
+        known = [v for k, v in labels.items() if k in set(feats.ids)]
+        print(f"class fractions among the {len(table)} found (prototype class {mine!r}):")
+        for label, count in counts.most_common():
+            base = np.mean([v == label for v in known]) if known else float("nan")
+            print(f"  {label:>12s}: {count / len(table):.3f} (base rate {base:.3f})")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``mlsky ulisse {embed,search}`` to the ``mlsky`` command line."""
+    parser = subparsers.add_parser("ulisse", help="one-shot similarity search in pretrained CNN features")
+    sub = parser.add_subparsers(dest="ulisse_command", required=True)
+    p = sub.add_parser("embed", help="features of a folder of cutouts -> .npz")
+    p.add_argument("folder", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--backbone", default="auto", help="auto, efficientnet_b0 or tf_efficientnet_lite0")
+    p.add_argument("--crop", default="measured", choices=("centre", "measured"))
+    p.add_argument("--no-align", dest="align", action="store_false", help="keep each stamp's own orientation")
+    p.add_argument("--tta", type=int, default=1, choices=(1, 8), help="average over 8 rotations/flips")
+    p.add_argument("--layer", default="head")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=embed)
+    q = sub.add_parser("search", help="nearest neighbours of a prototype in a features file")
+    q.add_argument("features", type=Path)
+    q.add_argument("--prototype", required=True, help="id of the prototype image")
+    q.add_argument("-n", type=int, default=20, help="neighbours (per query when recursive)")
+    q.add_argument("--recursive", type=int, default=0, metavar="K", help="K rounds of recursive expansion")
+    q.add_argument("--labels", type=Path, help="CSV (id, label) to report class fractions")
+    q.add_argument("--metric", default="euclidean", choices=("euclidean", "cosine", "standardised"))
+    q.set_defaults(func=search)

@@ -1,0 +1,209 @@
+"""The images ULISSE searches: Galaxy Zoo 1 cutouts, any folder of cutouts, SDSS online.
+
+- :func:`load_galaxyzoo1`: 6,664 SDSS gri cutouts with Galaxy Zoo 1 classes (Lintott et al.
+  2008, 2011), through :func:`mlsky.data.locate` (checksummed offline copy, or online).
+- :func:`load_folder`: your own folder of cutouts, with an optional CSV of labels.
+- :func:`fetch_galaxyzoo1` and :func:`fetch_bpt_sample`: the online services (SDSS ``zooSpec``
+  and ``galSpecExtra`` tables through astroquery, images from the SDSS cutout service), as
+  ULISSE's AGN experiment used them. They need a network.
+
+Examples
+--------
+>>> from mlsky.ulisse.data import load_galaxyzoo1
+>>> sample = load_galaxyzoo1(n=300)               # doctest: +SKIP
+>>> sample.colnames                               # doctest: +SKIP
+['id', 'path', 'gz_class', 'label']
+"""
+
+from __future__ import annotations
+
+import csv
+import socket
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from mlsky.data import DataCorruptError, locate
+from mlsky.ulisse.cutouts import list_images
+
+#: Galaxy Zoo 1 classes of the offline copy's ``labels.csv``.
+GZ1_CLASSES = {0: "elliptical", 1: "clockwise spiral", 2: "anticlockwise spiral", 3: "edge-on",
+               4: "don't know", 5: "merger"}
+#: Classes used to evaluate retrieval. Clockwise and anticlockwise spirals are mirror images
+#: of one kind (and a search that ignores orientation cannot tell them apart), so they are
+#: merged; "don't know" is no class, so it is never a prototype (its objects stay searchable).
+EVAL_CLASS = {0: "elliptical", 1: "spiral", 2: "spiral", 3: "edge-on", 4: "", 5: "merger"}
+SDSS_CUTOUT_URL = "https://skyserver.sdss.org/dr16/SkyServerWS/ImgCutout/getjpeg"
+#: BPT classes of SDSS galSpecExtra (Brinchmann et al. 2004).
+BPT_CLASSES = {-1: "unclassifiable", 1: "star-forming", 2: "low S/N star-forming", 3: "composite",
+               4: "AGN", 5: "low S/N LINER"}
+
+
+def load_galaxyzoo1(n: int | None = None, *, seed: int = 0, online: bool = True) -> Table:
+    """The Galaxy Zoo 1 cutouts: one row per image with its path and class.
+
+    Parameters
+    ----------
+    n
+        A random subset of ``n`` images (drawn with ``seed``, stratified so every class keeps
+        its share, rare mergers included), or all when None.
+    online
+        Fetch from SDSS when no offline copy is found.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``id`` (SDSS DR7 objID), ``path``, ``gz_class`` (0-5, :data:`GZ1_CLASSES`) and
+        ``label`` (the evaluation class, :data:`EVAL_CLASS`; empty for "don't know").
+    """
+    folder = locate("galaxyzoo1", online=online)
+    table = load_folder(folder / "images", folder / "labels.csv", id_column="OBJID", label_column="CLASS")
+    table.rename_column("label", "gz_class")
+    table["gz_class"] = table["gz_class"].astype(int)
+    table["label"] = [EVAL_CLASS[c] for c in table["gz_class"]]
+    table.meta["title"] = "Galaxy Zoo 1 SDSS cutouts (Lintott et al. 2008, 2011)"
+    if n is not None:
+        table = stratified_subset(table, n, seed=seed, column="gz_class")
+    return table
+
+
+def stratified_subset(table: Table, n: int, *, seed: int = 0, column: str = "label") -> Table:
+    """``n`` rows drawn without replacement keeping each class's share (at least one each)."""
+    if not 0 < n <= len(table):
+        raise ValueError(f"n={n} rows asked for; the table has {len(table)}.")
+    rng = np.random.default_rng(seed)
+    values = np.asarray(table[column])
+    classes, counts = np.unique(values, return_counts=True)
+    quota = np.maximum(1, np.round(counts / counts.sum() * n)).astype(int)
+    while quota.sum() > n:  # rounding up the rare classes may overshoot: trim the largest
+        quota[np.argmax(quota)] -= 1
+    rows = np.concatenate([rng.choice(np.flatnonzero(values == c), size=min(q, k), replace=False)
+                           for c, q, k in zip(classes, quota, counts)])
+    return table[np.sort(rows)]
+
+
+def load_folder(folder: str | Path, labels: str | Path | None = None, *, id_column: str | None = None,
+                label_column: str | None = None) -> Table:
+    """A folder of cutouts, optionally with a CSV of labels (your own data).
+
+    Parameters
+    ----------
+    folder
+        Folder of image files; an image's id is its file name without suffix.
+    labels
+        CSV with an id column and a label column. Images without a row keep an empty label;
+        rows naming images that are not in the folder are skipped with a warning that counts
+        them.
+    id_column, label_column
+        Column names in the CSV (default: its first and second columns).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder or the label file does not exist.
+    ValueError
+        If the folder holds no image, the CSV lacks a column, or no labelled image is found.
+    """
+    paths = list_images(folder)
+    table = Table({"id": [p.stem for p in paths], "path": [str(p) for p in paths]})
+    if labels is None:
+        return table
+    labels = Path(labels)
+    if not labels.is_file():
+        raise FileNotFoundError(f"{labels}: no such label file.")
+    with open(labels, newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        if len(columns) < 2:
+            raise ValueError(f"{labels}: needs an id column and a label column; found {columns}.")
+        id_column = id_column or columns[0]
+        label_column = label_column or columns[1]
+        for name in (id_column, label_column):
+            if name not in columns:
+                raise ValueError(f"{labels}: no column {name!r} (columns: {', '.join(columns)}).")
+        mapping = {row[id_column].strip(): row[label_column].strip() for row in reader}
+    known = set(table["id"])
+    missing = [i for i in mapping if i not in known]
+    if len(missing) == len(mapping):
+        raise ValueError(f"{labels}: none of its {len(mapping)} ids names an image in {folder}.")
+    if missing:
+        warnings.warn(f"{labels}: skipped {len(missing)} label rows naming images not in {folder} "
+                      f"(first: {missing[0]}).", stacklevel=2)
+    table["label"] = [mapping.get(i, "") for i in table["id"]]
+    table.meta["skipped_labels"] = len(missing)
+    return table
+
+
+def network_available(host: str = "skyserver.sdss.org", port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether the SDSS SkyServer answers (the chapter's online section runs only then)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def download_cutout(ra: float, dec: float, *, scale: float = 0.4, size: int = 64) -> bytes:
+    """A gri JPEG cutout from the SDSS image cutout service (``scale`` arcsec per pixel)."""
+    from astropy.utils.data import download_file
+
+    url = f"{SDSS_CUTOUT_URL}?ra={ra:.6f}&dec={dec:.6f}&scale={scale}&width={size}&height={size}"
+    return Path(download_file(url, cache=False, timeout=60)).read_bytes()
+
+
+def _write_cutouts(dest: Path, table: Table, id_column: str, *, scale: float, size: int) -> None:
+    images = dest / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for row in table:
+        data = download_cutout(float(row["ra"]), float(row["dec"]), scale=scale, size=size)
+        if not data.startswith(b"\xff\xd8"):
+            raise DataCorruptError(f"the SDSS cutout service sent no JPEG for {row[id_column]}.")
+        (images / f"{row[id_column]}.jpeg").write_bytes(data)
+
+
+def fetch_galaxyzoo1(dest: Path, *, n: int = 6664, scale: float = 0.4, size: int = 423) -> None:
+    """Fetch Galaxy Zoo 1 galaxies from SDSS ``zooSpec`` and their cutouts into ``dest``.
+
+    The class of each galaxy is its largest vote fraction (elliptical, clockwise, anticlockwise,
+    edge-on, don't know, merger), written as ``labels.csv`` (``OBJID,CLASS``) beside
+    ``images/<objid>.jpeg``, the layout of the offline copy. The offline copy's exact selection
+    of objects is not recorded, so an online fetch gives a sample of the same kind, not the
+    same files (its manifest of checksums is written by :func:`mlsky.data.fetch_online`).
+    """
+    from astroquery.sdss import SDSS
+
+    query = (f"SELECT TOP {int(n)} z.objid, z.ra, z.dec, z.p_el, z.p_cw, z.p_acw, z.p_edge, z.p_dk, z.p_mg "
+             "FROM zooSpec AS z ORDER BY z.objid")
+    table = SDSS.query_sql(query, data_release=16)
+    if table is None or len(table) == 0:
+        raise ConnectionError("SDSS returned no rows for the zooSpec query.")
+    votes = np.vstack([np.asarray(table[c], dtype=float) for c in ("p_el", "p_cw", "p_acw", "p_edge", "p_dk", "p_mg")])
+    table["CLASS"] = np.argmax(votes, axis=0)
+    table["OBJID"] = [str(i) for i in table["objid"]]
+    _write_cutouts(dest, table, "OBJID", scale=scale, size=size)
+    table["OBJID", "CLASS"].write(dest / "labels.csv", format="ascii.csv")
+
+
+def fetch_bpt_sample(dest: Path, *, n: int = 2000, scale: float = 0.4, size: int = 64, seed: int = 0) -> Table:
+    """ULISSE's AGN data: SDSS galaxies with BPT classes (``galSpecExtra``) and 64x64 cutouts.
+
+    Writes ``images/<specobjid>.jpeg`` and ``labels.csv`` (``ID,BPT``) into ``dest`` and returns
+    the catalogue (``ID, ra, dec, bptclass, BPT``). Needs a network.
+    """
+    from astroquery.sdss import SDSS
+
+    query = (f"SELECT TOP {int(n)} s.specObjID AS specobjid, s.ra, s.dec, e.bptclass "
+             "FROM galSpecExtra AS e JOIN SpecObj AS s ON s.specObjID = e.specObjID "
+             f"WHERE s.class = 'GALAXY' AND s.zWarning = 0 AND e.bptclass IN (-1, 1, 2, 3, 4, 5) "
+             f"ORDER BY (s.specObjID % 1000003 + {int(seed)}) % 1000003")
+    table = SDSS.query_sql(query, data_release=16)
+    if table is None or len(table) == 0:
+        raise ConnectionError("SDSS returned no rows for the galSpecExtra query.")
+    table["ID"] = [str(i) for i in table["specobjid"]]
+    table["BPT"] = [BPT_CLASSES[int(c)] for c in table["bptclass"]]
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_cutouts(dest, table, "ID", scale=scale, size=size)
+    table["ID", "BPT"].write(dest / "labels.csv", format="ascii.csv", overwrite=True)
+    return table["ID", "ra", "dec", "bptclass", "BPT"]

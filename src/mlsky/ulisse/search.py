@@ -1,0 +1,237 @@
+"""One-shot similarity search: exact nearest neighbours of a prototype, and recursive expansion.
+
+:class:`SimilaritySearch` holds an (N, D) feature matrix and answers k-nearest-neighbour
+queries exactly, in batches on the torch device (``torch.cdist`` + ``topk``), or with faiss
+(``IndexFlatL2``/``IndexFlatIP``, also exact) for large N. Distances: Euclidean as the paper,
+cosine, or Euclidean after standardising each feature (zero mean, unit variance over the
+sample), which stops a few high-variance channels from deciding alone.
+
+Examples
+--------
+>>> import numpy as np
+>>> from mlsky.ulisse.search import SimilaritySearch
+>>> X = np.random.default_rng(0).normal(size=(100, 16)).astype(np.float32)
+>>> search = SimilaritySearch(n_neighbors=3).fit(X)
+>>> distances, indices = search.kneighbors(indices=[0])
+>>> indices.shape, bool(0 in indices[0])
+((1, 3), False)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from astropy.table import Table
+from sklearn.base import BaseEstimator
+
+from mlsky.config import get_device
+
+METRICS = ("euclidean", "cosine", "standardised")
+BACKENDS = ("torch", "faiss")
+
+
+class SimilaritySearch(BaseEstimator):
+    """Exact k-nearest-neighbour search in a feature space (ULISSE's retrieval step).
+
+    Parameters
+    ----------
+    n_neighbors
+        Neighbours returned per query.
+    metric
+        ``"euclidean"`` (the paper), ``"cosine"`` or ``"standardised"`` (Euclidean on features
+        scaled to zero mean and unit variance over the fitted sample).
+    backend
+        ``"torch"`` (batched on the device) or ``"faiss"`` (needs ``faiss-cpu``).
+    batch_size
+        Queries per batch (bounds memory at ``batch_size * N`` distances).
+
+    Attributes
+    ----------
+    X_ : torch.Tensor
+        The transformed feature matrix on the device.
+    ids_ : numpy.ndarray
+        Identifier of each row.
+    mean_, scale_ : numpy.ndarray
+        The standardisation (``metric="standardised"``; zeros and ones otherwise).
+    """
+
+    def __init__(self, n_neighbors: int = 50, metric: str = "euclidean", backend: str = "torch",
+                 batch_size: int = 1024):
+        self.n_neighbors = n_neighbors
+        self.metric = metric
+        self.backend = backend
+        self.batch_size = batch_size
+
+    def _prepare(self, X: np.ndarray) -> np.ndarray:
+        X = (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
+        if self.metric == "cosine":
+            X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        return X.astype(np.float32)
+
+    def fit(self, X: np.ndarray, y=None, ids: Sequence[str] | None = None) -> "SimilaritySearch":
+        """Index the feature matrix ``X`` (N, D); ``ids`` name its rows (default: row numbers).
+
+        Raises
+        ------
+        ValueError
+            For an unknown metric/backend, a matrix that is not 2-D, holds NaN/inf, or ids of
+            another length.
+        """
+        if self.metric not in METRICS:
+            raise ValueError(f"metric={self.metric!r}; use one of {', '.join(METRICS)}.")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}; use one of {', '.join(BACKENDS)}.")
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or len(X) == 0:
+            raise ValueError(f"features must be a non-empty (N, D) matrix; got shape {X.shape}.")
+        if not np.isfinite(X).all():
+            bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+            raise ValueError(f"features hold NaN or inf in {len(bad)} rows (first: row {bad[0]}).")
+        if ids is not None and len(ids) != len(X):
+            raise ValueError(f"{len(ids)} ids for {len(X)} feature rows.")
+        self.ids_ = np.asarray(ids if ids is not None else np.arange(len(X))).astype(str)
+        if self.metric == "standardised":
+            self.mean_, self.scale_ = X.mean(axis=0), np.maximum(X.std(axis=0), 1e-6)
+        else:
+            self.mean_, self.scale_ = np.zeros(X.shape[1], np.float32), np.ones(X.shape[1], np.float32)
+        prepared = self._prepare(X)
+        self.device_ = get_device()
+        if self.backend == "faiss":
+            try:
+                import faiss
+            except ImportError as err:
+                raise ImportError("backend='faiss' needs faiss: pip install 'mlsky[faiss]'.") from err
+            self.index_ = (faiss.IndexFlatIP if self.metric == "cosine" else faiss.IndexFlatL2)(X.shape[1])
+            self.index_.add(prepared)
+        self.X_ = torch.from_numpy(prepared).to(self.device_)
+        return self
+
+    def _search(self, Q: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        extra = 1 if exclude is not None else 0
+        k_all = min(k + extra, len(self.ids_))
+        if self.backend == "faiss":
+            dist, idx = self.index_.search(Q, k_all)
+            dist = 1 - dist if self.metric == "cosine" else np.sqrt(np.maximum(dist, 0))
+        else:
+            dists, idxs = [], []
+            with torch.inference_mode():
+                for start in range(0, len(Q), self.batch_size):
+                    q = torch.from_numpy(Q[start:start + self.batch_size]).to(self.device_)
+                    if self.metric == "cosine":
+                        d = 1 - q @ self.X_.T
+                    else:
+                        d = torch.cdist(q, self.X_)
+                    dd, ii = torch.topk(d, k_all, dim=1, largest=False, sorted=True)
+                    dists.append(dd.cpu().numpy())
+                    idxs.append(ii.cpu().numpy())
+            dist, idx = np.concatenate(dists), np.concatenate(idxs)
+        if exclude is None:
+            return dist[:, :k], idx[:, :k]
+        # Drop each query's own row (it need not come first when duplicates tie at distance 0).
+        keep = idx != exclude[:, None]
+        out_d = np.stack([d[m][:k] for d, m in zip(dist, keep)])
+        out_i = np.stack([i[m][:k] for i, m in zip(idx, keep)])
+        return out_d, out_i
+
+    def kneighbors(self, X: np.ndarray | None = None, *, indices: Sequence[int] | None = None,
+                   n_neighbors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and row indices of the nearest neighbours, closest first.
+
+        Give either new feature vectors ``X`` (M, D) or ``indices`` of fitted rows; a fitted row
+        is never returned as its own neighbour.
+
+        Raises
+        ------
+        ValueError
+            If both or neither of ``X`` and ``indices`` are given, or an index is out of range.
+        """
+        k = n_neighbors or self.n_neighbors
+        if (X is None) == (indices is None):
+            raise ValueError("give either feature vectors X or indices of fitted rows, not both.")
+        if indices is not None:
+            indices = np.atleast_1d(np.asarray(indices, dtype=np.int64))
+            if len(indices) and (indices.min() < 0 or indices.max() >= len(self.ids_)):
+                raise ValueError(f"index out of range for {len(self.ids_)} fitted rows.")
+            if k >= len(self.ids_):
+                raise ValueError(f"n_neighbors={k} needs more than {len(self.ids_)} fitted rows.")
+            return self._search(self.X_[indices].cpu().numpy(), k, indices)
+        Q = np.atleast_2d(np.asarray(X, dtype=np.float32))
+        if Q.shape[1] != self.X_.shape[1]:
+            raise ValueError(f"query has {Q.shape[1]} features; the index has {self.X_.shape[1]}.")
+        return self._search(self._prepare(Q), min(k, len(self.ids_)), None)
+
+    def index_of(self, ident: str) -> int:
+        """Row index of the object called ``ident``.
+
+        Raises
+        ------
+        KeyError
+            If no fitted row has that id.
+        """
+        hits = np.flatnonzero(self.ids_ == str(ident))
+        if len(hits) == 0:
+            raise KeyError(f"no object with id {ident!r} among the {len(self.ids_)} fitted rows.")
+        return int(hits[0])
+
+    def query(self, prototype: int | str | np.ndarray, n_neighbors: int | None = None) -> Table:
+        """The neighbours of one prototype (row index, id, or a feature vector) as a Table.
+
+        Columns ``index``, ``id``, ``distance``, closest first.
+        """
+        if isinstance(prototype, np.ndarray):
+            dist, idx = self.kneighbors(prototype[None], n_neighbors=n_neighbors)
+        else:
+            row = self.index_of(prototype) if isinstance(prototype, str) else int(prototype)
+            dist, idx = self.kneighbors(indices=[row], n_neighbors=n_neighbors)
+        return Table({"index": idx[0], "id": self.ids_[idx[0]], "distance": dist[0]})
+
+    def expand(self, prototype: int | str, n_neighbors: int | None = None, iterations: int = 3,
+               max_results: int | None = None) -> Table:
+        """Recursive expansion: query with the prototype, then with everything found, repeatedly.
+
+        Iteration 1 returns the prototype's ``n_neighbors``; iteration i queries every object
+        first found in iteration i-1 and keeps neighbours not seen before. Each object is
+        reported once, with the iteration that found it and its distance to the prototype.
+
+        Parameters
+        ----------
+        max_results
+            Stop adding objects once this many are found (the closest to the prototype kept).
+
+        Returns
+        -------
+        astropy.table.Table
+            Columns ``index``, ``id``, ``iteration``, ``distance`` (to the prototype), ordered by
+            iteration then distance.
+        """
+        k = n_neighbors or self.n_neighbors
+        row = self.index_of(prototype) if isinstance(prototype, str) else int(prototype)
+        found: dict[int, int] = {row: 0}
+        frontier = np.array([row])
+        for iteration in range(1, iterations + 1):
+            _, idx = self.kneighbors(indices=frontier, n_neighbors=k)
+            new = [i for i in dict.fromkeys(idx.ravel().tolist()) if i not in found]
+            if max_results is not None:
+                room = max_results - (len(found) - 1)
+                if len(new) > room:
+                    d_new = self._distances_to(row, np.array(new))
+                    new = [new[j] for j in np.argsort(d_new, kind="stable")[:room]]
+            for i in new:
+                found[i] = iteration
+            frontier = np.array(new, dtype=np.int64)
+            if len(frontier) == 0:
+                break
+        rows = np.array([i for i in found if i != row], dtype=np.int64)
+        table = Table({"index": rows, "id": self.ids_[rows], "iteration": np.array([found[i] for i in rows]),
+                       "distance": self._distances_to(row, rows)})
+        table.sort(["iteration", "distance"])
+        return table
+
+    def _distances_to(self, row: int, rows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            q = self.X_[row:row + 1]
+            others = self.X_[torch.from_numpy(rows).to(self.device_)]
+            d = 1 - (others @ q.T)[:, 0] if self.metric == "cosine" else torch.linalg.vector_norm(others - q, dim=1)
+        return d.cpu().numpy()

