@@ -114,3 +114,74 @@ def fetch_dr5q(dest: Path) -> None:
         out[ours] = column.filled(fill.get(ours, np.nan)) if hasattr(column, "filled") else column
     with gzip.open(dest / DR5Q_FILE, "wt") as fh:
         out.write(fh, format="ascii.basic")
+
+
+# --- SDSS DR16 quasars with five kinds of magnitudes (the paper's feature space) ---------
+DR16Q_FILE = "dr16q_photometry.fits"
+#: SDSS photometry kinds joined to the quasars: PhotoObj column prefix -> error prefix.
+DR16_MAGNITUDES = {
+    "psf": ("psfMag", "psfMagErr"),
+    "model": ("modelMag", "modelMagErr"),
+    "petro": ("petroMag", "petroMagErr"),
+    "fiber": ("fiberMag", "fiberMagErr"),
+    "cmodel": ("cModelMag", "cModelMagErr"),
+}
+
+
+def dr16q_columns() -> dict[str, str]:
+    """Output column name -> SQL expression of :func:`dr16q_query`."""
+    columns = {"specObjID": "s.specObjID", "zspec": "s.z", "zspec_err": "s.zErr",
+               "objID": "p.objID", "ra": "p.ra", "dec": "p.dec"}
+    for mag, err in DR16_MAGNITUDES.values():
+        columns |= {f"{mag}_{b}": f"p.{mag}_{b}" for b in BANDS}
+        columns |= {f"{err}_{b}": f"p.{err}_{b}" for b in BANDS}
+    columns |= {f"extinction_{b}": f"p.extinction_{b}" for b in BANDS}
+    return columns
+
+
+def dr16q_query(top: int | None = None) -> str:
+    """The SDSS SQL joining DR16 spectroscopic quasars to their photometry.
+
+    Every quasar (``class = 'QSO'``, no redshift warning) with its PSF, model, Petrosian,
+    fibre and cModel magnitudes and errors in ugriz and the Galactic extinction.
+    """
+    select = ", ".join(expr if expr.endswith("." + name) else f"{expr} AS {name}"
+                       for name, expr in dr16q_columns().items())
+    head = f"SELECT TOP {int(top)}" if top else "SELECT"
+    return (f"{head} {select}\n"
+            "FROM SpecObj AS s JOIN PhotoObj AS p ON s.bestObjID = p.objID\n"
+            "WHERE s.class = 'QSO' AND s.zWarning = 0")
+
+
+def fetch_dr16q(dest: Path, *, top: int | None = None) -> None:
+    """Run :func:`dr16q_query` on the SDSS DR16 SkyServer (astroquery.sdss) into ``dest``."""
+    from astroquery.sdss import SDSS
+
+    table = SDSS.query_sql(dr16q_query(top), data_release=16, timeout=1800)
+    if table is None or len(table) == 0:
+        raise ConnectionError("the SDSS DR16 query returned no rows")
+    missing = [c for c in dr16q_columns() if c not in table.colnames]
+    if missing:
+        raise KeyError(f"the SDSS DR16 answer lacks the column(s) {', '.join(missing)}")
+    table.meta["title"] = "SDSS DR16 quasars with PSF, model, Petrosian, fibre and cModel ugriz"
+    table.write(dest / DR16Q_FILE, format="fits")
+
+
+def load_dr16q(n: int | None = None, *, seed: int = 0, online: bool = True) -> Table:
+    """SDSS DR16 quasars with five kinds of ugriz magnitudes (cached after one online fetch).
+
+    Columns: ``zspec``, ``psfMag_u`` ... ``cModelMagErr_z``, ``extinction_u`` ... (see
+    :func:`dr16q_query`). Needs the SDSS SkyServer once; without a network and without a
+    cached copy it raises :class:`mlsky.data.DataUnavailableError`.
+    """
+    path = locate("sdss_dr16q", online=online) / DR16Q_FILE
+    try:
+        table = Table.read(path, format="fits")
+    except Exception as err:
+        raise DataCorruptError(f"{path} is not a readable FITS table: {err}") from err
+    table.meta["source"] = str(path)
+    if n is not None:
+        if not 0 < n <= len(table):
+            raise ValueError(f"n={n} quasars asked for; the table has {len(table)}.")
+        table = table[np.sort(np.random.default_rng(seed).choice(len(table), size=n, replace=False))]
+    return table

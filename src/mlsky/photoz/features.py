@@ -180,6 +180,18 @@ def dr5q_features(table: Table, *, derived: bool = False) -> FeatureSpace:
     return space
 
 
+def dr16q_features(table: Table) -> FeatureSpace:
+    """The feature space of :func:`mlsky.data.sdss.load_dr16q`: five magnitude kinds.
+
+    25 magnitudes, 25 errors, 5 extinctions and the 300 pairwise colours within and across
+    the PSF, model, Petrosian, fibre and cModel magnitudes: 355 features.
+    """
+    from mlsky.data.sdss import DR16_MAGNITUDES
+
+    types = {kind: (f"{mag}_{{band}}", f"{err}_{{band}}") for kind, (mag, err) in DR16_MAGNITUDES.items()}
+    return build_features(table, types, extinction="extinction_{band}", target="zspec")
+
+
 def derived_features(features: Table, magnitudes: list[str]) -> Table:
     """Add features computed from magnitudes, their errors and colours (names say how).
 

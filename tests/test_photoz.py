@@ -1,0 +1,237 @@
+"""Tests of mlsky.photoz: features, metrics, and the forward selector against scikit-learn."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from sklearn.feature_selection import SequentialFeatureSelector
+from sklearn.model_selection import KFold, cross_val_score
+from sklearn.neighbors import KNeighborsRegressor
+
+from mlsky.photoz import SCORERS, ForwardSelector, crps, eta, nmad, plot_predicted_vs_true
+from mlsky.photoz.features import build_features, dr5q_features, dr16q_features
+
+
+@pytest.fixture(scope="module")
+def quasars():
+    """1,500 real DR5Q quasars: native features (standardised) and redshifts."""
+    import os
+
+    if not os.environ.get("MLSKY_DATA_DIR"):
+        pytest.skip("MLSKY_DATA_DIR (offline copies of the real data) is not available")
+    from mlsky.data.sdss import load_dr5q
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        space = dr5q_features(load_dr5q(1500, seed=3))
+    X = space.to_numpy()
+    return (X - X.mean(axis=0)) / X.std(axis=0), space.z, space.names
+
+
+# -- the selector against scikit-learn --------------------------------------------------
+@pytest.mark.parametrize("scoring", ["nmad", "eta"])
+def test_same_selection_and_scores_as_sklearn(quasars, scoring):
+    X, z, _ = quasars
+    X = X[:, :14]
+    ours = ForwardSelector(3, n_neighbors=7, cv=3, scoring=scoring).fit(X, z)
+    peer = SequentialFeatureSelector(KNeighborsRegressor(n_neighbors=7), n_features_to_select=3,
+                                     direction="forward", cv=3, scoring=SCORERS[scoring]).fit(X, z)
+    assert set(ours.selected_) == set(np.flatnonzero(peer.support_))
+    assert ours.n_ties_ > 0  # real magnitudes tie: the tie-breaking path was exercised
+    # Every candidate's score at steps 1 and 2 equals cross_val_score's (what SFS maximises).
+    for step in (0, 1):
+        chosen = list(ours.selected_[:step])
+        candidates = [c for c in range(X.shape[1]) if c not in chosen]
+        expected = [cross_val_score(KNeighborsRegressor(n_neighbors=7), X[:, sorted(chosen + [c])], z,
+                                    cv=3, scoring=SCORERS[scoring]).mean() for c in candidates]
+        np.testing.assert_allclose(ours.candidate_scores_[step], expected, rtol=0, atol=1e-12)
+
+
+def test_custom_folds_and_torch_backend_agree(quasars):
+    X, z, _ = quasars
+    folds = KFold(4, shuffle=True, random_state=1)
+    tree = ForwardSelector(3, n_neighbors=9, cv=folds, backend="tree").fit(X[:800], z[:800])
+    brute = ForwardSelector(3, n_neighbors=9, cv=folds, backend="torch", device="cpu").fit(X[:800], z[:800])
+    peer = SequentialFeatureSelector(KNeighborsRegressor(n_neighbors=9), n_features_to_select=3,
+                                     cv=folds, scoring=SCORERS["nmad"]).fit(X[:800], z[:800])
+    assert list(tree.selected_) == list(brute.selected_)
+    assert set(tree.selected_) == set(np.flatnonzero(peer.support_))
+    np.testing.assert_allclose(tree.selection_path_["score"], brute.selection_path_["score"], atol=1e-12)
+
+
+def test_selector_interface_and_path(quasars):
+    X, z, names = quasars
+    table = Table(X, names=names)
+    sel = ForwardSelector(4, n_neighbors=10, cv=3, scoring="crps").fit(table, z)
+    path = sel.selection_path_
+    assert len(path) == 4 and list(path["step"]) == [1, 2, 3, 4]
+    assert list(path["name"]) == [names[i] for i in sel.selected_]
+    assert path["fold_scores"].shape == (4, 3)
+    np.testing.assert_allclose(path["score_std"], path["fold_scores"].std(axis=1))
+    assert np.all(path["score"] < 0)  # negated CRPS
+    assert sel.get_support().sum() == 4
+    assert sel.transform(table).colnames == [n for n in names if n in set(path["name"])]
+    assert list(sel.get_feature_names_out()) == [n for n in names if n in set(path["name"])]
+
+
+def test_too_few_objects_for_neighbours():
+    rng = np.random.default_rng(0)
+    X, z = rng.normal(size=(20, 4)), rng.uniform(0.5, 3, 20)
+    with pytest.raises(ValueError, match="n_neighbors=15"):
+        ForwardSelector(2, n_neighbors=15, cv=3).fit(X, z)
+
+
+def test_bad_arguments():
+    rng = np.random.default_rng(0)
+    X, z = rng.normal(size=(100, 4)), rng.uniform(0.5, 3, 100)
+    with pytest.raises(ValueError, match="scoring"):
+        ForwardSelector(2, scoring="rmse", n_neighbors=5).fit(X, z)
+    with pytest.raises(ValueError, match="n_features_to_select"):
+        ForwardSelector(4, n_neighbors=5).fit(X, z)
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError):
+        ForwardSelector(2, n_neighbors=5).fit(X, z)
+
+
+# -- the feature space -----------------------------------------------------------------
+def _two_kinds(n: int = 4) -> Table:
+    rng = np.random.default_rng(1)
+    t = Table()
+    for kind in ("psf", "model"):
+        for b in "ugriz":
+            t[f"{kind}Mag_{b}"] = rng.uniform(18, 21, n)
+            t[f"{kind}MagErr_{b}"] = rng.uniform(0.01, 0.1, n)
+    for b in "ugriz":
+        t[f"extinction_{b}"] = rng.uniform(0, 0.3, n)
+    t["zspec"] = rng.uniform(0.5, 3, n)
+    return t
+
+
+def test_build_features_names_and_counts():
+    t = _two_kinds()
+    types = {"psf": ("psfMag_{band}", "psfMagErr_{band}"), "model": ("modelMag_{band}", "modelMagErr_{band}")}
+    space = build_features(t, types, extinction="extinction_{band}", target="zspec")
+    # 10 magnitudes, 10 errors, 5 extinctions, C(10, 2) = 45 colours within and across kinds.
+    assert space.n_features == 10 + 10 + 5 + 45
+    assert {"u_psf", "sig_u_psf", "ext_u", "u_psf-g_psf", "i_psf-z_model"} <= set(space.names)
+    np.testing.assert_allclose(space.features["i_psf-z_model"], t["psfMag_i"] - t["modelMag_z"])
+    assert space.n_subsets(10) == 396704524216
+    np.testing.assert_array_equal(space.z, t["zspec"])
+
+
+def test_dr16q_feature_space():
+    t = _two_kinds()
+    for kind in ("petroMag", "fiberMag", "cModelMag"):
+        for b in "ugriz":
+            t[f"{kind}_{b}"] = t[f"psfMag_{b}"] + 0.1
+            t[f"{kind}Err_{b}"] = t[f"psfMagErr_{b}"]
+    assert dr16q_features(t).n_features == 25 + 25 + 5 + 300
+
+
+def test_refuses_target_derived_columns():
+    t = Table({"u_mag": [19.0], "sig_u_mag": [0.1], "g_mag": [18.0], "sig_g_mag": [0.1], "Mp": [-26.0], "z": [2.0]})
+    with pytest.raises(ValueError, match="Mp"):
+        build_features(t, {"psf": ("{band}_mag", "sig_{band}_mag")}, bands="ug", extra=("Mp",))
+    with pytest.raises(ValueError, match="z"):
+        build_features(t, {"psf": ("{band}_mag", None), "bad": ("z", None)}, bands="ug")
+
+
+def test_missing_column_is_named():
+    t = Table({"u_mag": [19.0], "sig_u_mag": [0.1], "z": [2.0]})
+    with pytest.raises(KeyError, match="g_mag"):
+        build_features(t, {"psf": ("{band}_mag", "sig_{band}_mag")}, bands="ug")
+
+
+def test_missing_magnitudes_dropped_and_counted():
+    t = Table({"u_mag": [19.0, -9999.0, 20.0, 19.5], "g_mag": [18.0, 18.5, 0.0, np.nan],
+               "sig_u_mag": [0.1] * 4, "sig_g_mag": [0.1] * 4, "z": [1.0, 2.0, 3.0, 1.5]})
+    with pytest.warns(UserWarning, match="dropped 3 of 4"):
+        space = build_features(t, {"psf": ("{band}_mag", "sig_{band}_mag")}, bands="ug")
+    assert space.n_dropped == 3 and list(space.kept) == [True, False, False, False]
+    assert len(space.features) == 1 and space.z.tolist() == [1.0]
+
+
+def test_dr5q_native_and_derived_counts(data_dir):
+    from mlsky.data.sdss import load_dr5q
+
+    table = load_dr5q(500, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        native, derived = dr5q_features(table), dr5q_features(table, derived=True)
+    assert native.n_features == 22 and "Mp" not in native.names
+    assert derived.n_features >= 200
+    assert np.isfinite(derived.to_numpy()).all()
+    assert len(set(derived.names)) == derived.n_features
+
+
+# -- metrics ---------------------------------------------------------------------------
+def test_metrics_on_known_values():
+    z = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
+    zp = np.array([1.0, 1.02, 0.98, 1.04, 2.0])  # dz = 0, .01, -.01, .02, .5
+    assert nmad(z, zp) == pytest.approx(1.4826 * 0.01)
+    assert eta(z, zp) == pytest.approx(0.2)
+    samples = np.array([[1.0, 2.0, 3.0]])
+    # Empirical CRPS: mean|s - y| - 0.5 mean|s_i - s_j| = 2/3 - 0.5 * 8/9.
+    assert crps(np.array([2.0]), samples) == pytest.approx(2 / 3 - 4 / 9)
+    assert SCORERS["nmad"]._sign == -1
+
+
+def test_plot_predicted_vs_true():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rng = np.random.default_rng(0)
+    z = rng.uniform(0.1, 4, 300)
+    ax = plot_predicted_vs_true(z, z + rng.normal(0, 0.1, 300), title="test")
+    assert ax.get_xlabel() == "spectroscopic z" and "NMAD" in ax.texts[0].get_text()
+
+
+def test_transform_plain_arrays():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6))
+    z = 1 + 0.3 * X[:, 2] - 0.2 * X[:, 4]
+    sel = ForwardSelector(2, n_neighbors=5, cv=3).fit(X, z)
+    assert sorted(sel.selected_.tolist()) == [2, 4]
+    np.testing.assert_array_equal(sel.transform(X), X[:, [2, 4]])
+
+
+# -- the DR16 fetch (no network: the SDSS service is replaced) ---------------------------
+def test_dr16q_query_fetch_and_load(monkeypatch, tmp_path):
+    from astroquery.sdss import SDSS
+
+    from mlsky.data import sdss
+
+    query = sdss.dr16q_query(top=5)
+    assert query.startswith("SELECT TOP 5 s.specObjID, s.z AS zspec")
+    assert "p.cModelMagErr_z" in query and "p.extinction_r" in query and "s.class = 'QSO'" in query
+    seen = {}
+
+    def fake_query_sql(sql, data_release, timeout):
+        seen.update(sql=sql, release=data_release)
+        t = _two_kinds(3)
+        for kind in ("petroMag", "fiberMag", "cModelMag"):
+            for b in "ugriz":
+                t[f"{kind}_{b}"] = t[f"psfMag_{b}"]
+                t[f"{kind}Err_{b}"] = t[f"psfMagErr_{b}"]
+        for name in ("specObjID", "zspec_err", "objID", "ra", "dec"):
+            t[name] = np.arange(3.0)
+        return t
+
+    monkeypatch.setattr(SDSS, "query_sql", fake_query_sql)
+    monkeypatch.delenv("MLSKY_DATA_DIR", raising=False)
+    table = sdss.load_dr16q(online=True)
+    assert seen["release"] == 16 and "FROM SpecObj AS s JOIN PhotoObj" in seen["sql"]
+    assert len(table) == 3 and dr16q_features(table).n_features == 355
+
+
+def test_dr16q_answer_missing_column(monkeypatch, tmp_path):
+    from astroquery.sdss import SDSS
+
+    from mlsky.data import sdss
+
+    monkeypatch.setattr(SDSS, "query_sql", lambda *a, **k: Table({"zspec": [1.0]}))
+    with pytest.raises(KeyError, match="psfMag_u"):
+        sdss.fetch_dr16q(tmp_path)
