@@ -10,6 +10,8 @@ endif
 # Offline copies of the real data sets: a developer's checkout has them in ../shared/data.
 MLSKY_DATA_DIR ?= $(wildcard $(abspath ../shared/data))
 export MLSKY_DATA_DIR
+# `make test` runs at the small ci scale unless told otherwise (the GPU job: TEST_SCALE=paper).
+TEST_SCALE ?= ci
 # Chapters are executed afresh in CI and re-used from the cache elsewhere.
 JB_EXECUTE := $(if $(CI),force,cache)
 
@@ -29,7 +31,7 @@ book: install
 	@echo "The book is in $(CURDIR)/_build/html: open $(CURDIR)/_build/html/index.html"
 
 test: install
-	MLSKY_SCALE=ci $(PYTHON) -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider
+	MLSKY_SCALE=$(TEST_SCALE) $(PYTHON) -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider
 
 clean:
 	rm -rf _build _build_config.yml .pytest_cache
