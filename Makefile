@@ -4,8 +4,10 @@
 SHELL := /bin/bash
 ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
 PYTHON ?= python
+VENV :=
 else
 PYTHON ?= .venv/bin/python
+VENV := .venv/bin/python
 endif
 # Offline copies of the real data sets: a developer's checkout has them in ../shared/data.
 MLSKY_DATA_DIR ?= $(wildcard $(abspath ../shared/data))
@@ -17,7 +19,7 @@ JB_EXECUTE := $(if $(CI),force,cache)
 
 .PHONY: install book test clean
 
-install: $(PYTHON)
+install: $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e ".[book,dev]"
 
@@ -26,7 +28,7 @@ install: $(PYTHON)
 
 book: install
 	$(PYTHON) -c "import sys, yaml; c = yaml.safe_load(open('_config.yml')); c['execute']['execute_notebooks'] = sys.argv[1]; yaml.safe_dump(c, open('_build_config.yml', 'w'))" $(JB_EXECUTE)
-	$(PYTHON) -m jupyter_book build . --config _build_config.yml -W -n --keep-going
+	$(dir $(shell command -v $(PYTHON)))jupyter-book build . --config _build_config.yml -W -n --keep-going
 	@rm -f _build_config.yml
 	@echo "The book is in $(CURDIR)/_build/html: open $(CURDIR)/_build/html/index.html"
 
