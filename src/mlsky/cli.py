@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 #: Modules whose ``register(subparsers)`` adds a sub-command (one per case study).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("mlsky.ulisse.cli", "mlsky.alma.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("mlsky.ulisse.cli", "mlsky.alma.cli", "mlsky.photoz.cli")
 
 
 def pretrained_weights() -> dict[str, str]:

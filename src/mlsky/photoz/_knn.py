@@ -1,11 +1,10 @@
-"""Exact k-nearest-neighbour kernels of the forward selection (numba).
+"""Exact k-nearest-neighbour kernel of the forward selection (numba).
 
-Each kernel finds, for every query and every candidate feature, the k nearest training
-points in the space "selected features + that candidate", and certifies the answer: it is
-CERTAIN only when the k-th and (k+1)-th squared distances differ by more than a relative
-``eps`` (so no rounding or tie can change the neighbour set), TIE when they do not (the
-caller then asks scikit-learn's own tree, which breaks ties its way), NEED_MORE when the
-pool of candidates it was given was too small to be sure.
+For every query and every candidate feature it finds the k nearest training points in the
+space "selected features + that candidate" and certifies the answer: CERTAIN only when the
+k-th and (k+1)-th squared distances differ by more than a relative ``eps`` (so neither
+rounding nor a tie can change the neighbour set), TIE when they do not (the caller then
+asks scikit-learn's own tree, which breaks ties its way).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-CERTAIN, NEED_MORE, TIE = 0, 1, 2
+CERTAIN, TIE = 0, 2
 
 
 @nb.njit(cache=True, inline="always")
@@ -29,177 +28,92 @@ def _insert(best_d, best_i, d, i):
 
 
 @nb.njit(cache=True)
-def knn_1d(train_sorted, order, queries, k, eps, out_idx, status):
-    """k nearest neighbours on one feature: a two-pointer walk out from each query's rank.
+def knn_streams(pool, xq_sel, xt_sel, xq, xt, candidates, sorted_vals, sorted_order, qpos, k, eps,
+                out_idx, status):
+    """k nearest neighbours in "selected + candidate" space from two sorted streams.
 
-    ``train_sorted`` is the training column sorted, ``order`` the argsort that sorted it.
-    Writes ``out_idx[q, :k]`` (nearest first) and ``status[q]``.
-    """
-    n = train_sorted.size
-    best_d = np.empty(k + 1)
-    best_i = np.empty(k + 1, dtype=np.int64)
-    for q in range(queries.size):
-        x = queries[q]
-        hi = np.searchsorted(train_sorted, x)
-        lo = hi - 1
-        count = 0
-        best_d[:] = np.inf
-        while count < k + 1 and (lo >= 0 or hi < n):
-            if hi >= n:
-                take_lo = True
-            elif lo < 0:
-                take_lo = False
-            else:
-                tl = x - train_sorted[lo]
-                th = x - train_sorted[hi]
-                take_lo = tl * tl <= th * th
-            if take_lo:
-                t = x - train_sorted[lo]
-                best_d[count] = t * t
-                best_i[count] = order[lo]
-                lo -= 1
-            else:
-                t = x - train_sorted[hi]
-                best_d[count] = t * t
-                best_i[count] = order[hi]
-                hi += 1
-            count += 1
-        for j in range(k):
-            out_idx[q, j] = best_i[j]
-        status[q] = CERTAIN if best_d[k] > best_d[k - 1] * (1.0 + eps) else TIE
-
-
-@nb.njit(cache=True)
-def knn_pool(pool, xq_sel, xt_sel, xq_cand, xt_cand, todo, k, eps, full, out_idx, status):
-    """k nearest neighbours in "selected + candidate" space, scanning a pool of candidates.
-
-    ``pool[q]`` lists training points in increasing distance from query ``q`` in the
-    selected space (a KD-tree's answer). Adding a feature only lengthens distances, so once
-    the next pool point is already farther in the selected space than the current k-th
-    best, no later point (in the pool or beyond it) can enter: the scan stops, CERTAIN.
-    Running out of pool first gives NEED_MORE, unless ``full`` (the pool is every point).
+    Stream A is the query's pool of nearest neighbours in the selected space (a KD-tree's
+    answer, nearest first); stream B walks out from the query along the candidate feature
+    alone (``sorted_vals``/``sorted_order``: every training column sorted, ``qpos``: the
+    queries' ranks in them). A point seen by neither has a selected-space distance of at
+    least A's next value and a squared candidate gap of at least B's next value, so its
+    distance is at least their sum: once that sum exceeds the k-th best, the answer is
+    final (Fagin's threshold algorithm). A settles candidates that add little to the
+    distance, B those that dominate it; the streams take turns. Every pair gets CERTAIN or
+    TIE: B alone eventually visits every point.
     """
     nq, m_pool = pool.shape
-    n_cand = xq_cand.shape[1]
+    n = xt.shape[0]
     n_sel = xq_sel.shape[1]
-    d_sel = np.empty(m_pool)
-    # One query's distances, pool point by pool point: rows of xt_cand are contiguous.
-    d_cand = np.empty((m_pool, n_cand))
+    d_pool = np.empty(m_pool)
+    seen = np.zeros(n, dtype=np.int64)
+    stamp = 0
     best_d = np.empty(k + 1)
     best_i = np.empty(k + 1, dtype=np.int64)
     for q in range(nq):
-        busy = False
-        for c in range(n_cand):
-            if todo[q, c]:
-                busy = True
-                break
-        if not busy:
-            continue
         for m in range(m_pool):
             acc = 0.0
             p = pool[q, m]
             for j in range(n_sel):
                 t = xq_sel[q, j] - xt_sel[p, j]
                 acc += t * t
-            d_sel[m] = acc
-            for c in range(n_cand):
-                t = xq_cand[q, c] - xt_cand[p, c]
-                d_cand[m, c] = acc + t * t
-        for c in range(n_cand):
-            if not todo[q, c]:
-                continue
+            d_pool[m] = acc
+        for c in range(candidates.size):
+            f = candidates[c]
+            vals = sorted_vals[f]
+            order = sorted_order[f]
+            x = xq[q, f]
+            stamp += 1
             best_d[:] = np.inf
             best_i[:] = -1
-            stopped = False
-            for m in range(m_pool):
-                if d_sel[m] > best_d[k - 1] * (1.0 + 2.0 * eps) and best_d[k] > best_d[k - 1] * (1.0 + eps):
-                    stopped = True
-                    break
-                d = d_cand[m, c]
-                if d < best_d[k]:
-                    _insert(best_d, best_i, d, pool[q, m])
-            if stopped or full:
-                for j in range(k):
-                    out_idx[q, c, j] = best_i[j]
-                status[q, c] = CERTAIN if best_d[k] > best_d[k - 1] * (1.0 + eps) else TIE
-            else:
-                status[q, c] = NEED_MORE
-
-
-@nb.njit(cache=True)
-def knn_walk(sorted_f, order_f, xq_f, xq_sel, xt_sel, xq_cand, xt_cand, todo, k, eps, out_idx, status):
-    """k nearest neighbours in "selected + candidate" space, walking out along one feature.
-
-    The training points are visited in increasing distance from the query along one
-    selected feature ``f`` (``sorted_f``/``order_f``: that column sorted and its argsort;
-    ``xq_f``: the queries' values). The squared gap along ``f`` is a lower bound of the full
-    distance, so a candidate's walk stops once it exceeds the k-th best: exact, whatever the
-    pool. The walk is shared by all candidates of a query; each goes as far as it needs.
-    """
-    n = sorted_f.size
-    nq = xq_f.size
-    n_cand = xq_cand.shape[1]
-    n_sel = xq_sel.shape[1]
-    walk_i = np.empty(n, dtype=np.int64)
-    walk_d = np.empty(n)
-    walk_lb = np.empty(n)
-    best_d = np.empty(k + 1)
-    best_i = np.empty(k + 1, dtype=np.int64)
-    for q in range(nq):
-        busy = False
-        for c in range(n_cand):
-            if todo[q, c]:
-                busy = True
-                break
-        if not busy:
-            continue
-        x = xq_f[q]
-        hi = np.searchsorted(sorted_f, x)
-        lo = hi - 1
-        filled = 0
-        for c in range(n_cand):
-            if not todo[q, c]:
-                continue
-            best_d[:] = np.inf
-            best_i[:] = -1
-            xc = xq_cand[q, c]
-            m = 0
+            a = 0
+            hi = qpos[q, f]
+            lo = hi - 1
+            turn_a = True
             while True:
-                if m == filled:
-                    if lo < 0 and hi >= n:
-                        break
-                    # Extend the shared walk by one point (the nearer side along f).
-                    if hi >= n:
-                        take_lo = True
-                    elif lo < 0:
-                        take_lo = False
-                    else:
-                        tl = x - sorted_f[lo]
-                        th = x - sorted_f[hi]
-                        take_lo = tl * tl <= th * th
-                    if take_lo:
-                        t = x - sorted_f[lo]
-                        p = order_f[lo]
+                # Lower bounds of the two streams' next points.
+                next_a = d_pool[a] if a < m_pool else (d_pool[m_pool - 1] if m_pool > 0 else 0.0)
+                if lo >= 0:
+                    tl = x - vals[lo]
+                    tl = tl * tl
+                else:
+                    tl = np.inf
+                if hi < n:
+                    th = x - vals[hi]
+                    th = th * th
+                else:
+                    th = np.inf
+                next_b = min(tl, th)
+                if next_b == np.inf:
+                    break  # B has seen every point
+                # No unseen point can enter the k nearest: the set is final (or a tie).
+                if next_a + next_b > best_d[k - 1] * (1.0 + 2.0 * eps):
+                    break
+                if turn_a and a < m_pool:
+                    p = pool[q, a]
+                    ds = d_pool[a]
+                    a += 1
+                    t = x - xt[p, f]
+                else:
+                    if tl <= th:
+                        p = order[lo]
+                        t = x - vals[lo]
                         lo -= 1
                     else:
-                        t = x - sorted_f[hi]
-                        p = order_f[hi]
+                        p = order[hi]
+                        t = x - vals[hi]
                         hi += 1
-                    acc = 0.0
+                    ds = 0.0
                     for j in range(n_sel):
                         u = xq_sel[q, j] - xt_sel[p, j]
-                        acc += u * u
-                    walk_i[filled] = p
-                    walk_d[filled] = acc
-                    walk_lb[filled] = t * t
-                    filled += 1
-                if walk_lb[m] > best_d[k - 1] * (1.0 + 2.0 * eps) and best_d[k] > best_d[k - 1] * (1.0 + eps):
-                    break
-                t = xc - xt_cand[walk_i[m], c]
-                d = walk_d[m] + t * t
+                        ds += u * u
+                turn_a = not turn_a
+                if seen[p] == stamp:
+                    continue
+                seen[p] = stamp
+                d = ds + t * t
                 if d < best_d[k]:
-                    _insert(best_d, best_i, d, walk_i[m])
-                m += 1
+                    _insert(best_d, best_i, d, p)
             for j in range(k):
                 out_idx[q, c, j] = best_i[j]
             status[q, c] = CERTAIN if best_d[k] > best_d[k - 1] * (1.0 + eps) else TIE

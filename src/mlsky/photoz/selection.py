@@ -152,12 +152,15 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="forward selection", unit="feature")
+        # Sorted columns per fold, made once: they serve every step.
+        columns = [_SortedColumns(X[train], X[test]) if backend == "tree" else None for train, test in folds]
         for _ in steps:
             candidates = np.flatnonzero(~mask)
             selected = np.flatnonzero(mask)
             scores = np.empty((candidates.size, len(folds)))
             for f, (train, test) in enumerate(folds):
-                scores[:, f] = self._fold_scores(X[train], y[train], X[test], y[test], selected, candidates, backend)
+                scores[:, f] = self._fold_scores(X[train], y[train], X[test], y[test], columns[f], selected,
+                                                 candidates, backend)
             # The same reduction as cross_val_score(...).mean(), candidate by candidate.
             means = np.array([np.mean(row) for row in scores])
             best = int(np.argmax(means))
@@ -208,15 +211,19 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
 
         return torch.device(self.device) if self.device is not None else get_device()
 
-    def _fold_scores(self, x_train, y_train, x_test, y_test, selected, candidates, backend) -> np.ndarray:
+    def _fold_scores(self, x_train, y_train, x_test, y_test, columns, selected, candidates, backend) -> np.ndarray:
         """Score of every candidate on one fold (trained on ``x_train``, scored on ``x_test``)."""
         k = self.n_neighbors
         if backend == "torch":
             idx, status = _neighbours_torch(x_train, x_test, selected, candidates, k, self._device())
-        elif selected.size == 0:
-            idx, status = _neighbours_1d(x_train, x_test, candidates, k)
+        elif selected.size == 1:
+            # Planes: a 2-d tree per candidate beats any sorted-stream scan; it is
+            # scikit-learn's own tree, so its answer is exact by construction.
+            idx = np.stack([_sklearn_neighbours(x_train, x_test, np.sort(np.append(selected, c)), k)
+                            for c in candidates], axis=1)
+            status = np.full(idx.shape[:2], _knn.CERTAIN, dtype=np.int8)
         else:
-            idx, status = _neighbours_pooled(x_train, x_test, selected, candidates, k, self.pool_size)
+            idx, status = _neighbours_streams(x_train, x_test, columns, selected, candidates, k, self.pool_size)
         y_col = y_train.reshape(-1, 1)
         scores = np.empty(candidates.size)
         for j, c in enumerate(candidates):
@@ -250,67 +257,33 @@ def _sklearn_neighbours(x_train, x_test, columns, k):
     return peer.kneighbors(x_query, return_distance=False)
 
 
-def _neighbours_1d(x_train, x_test, candidates, k):
-    """First step: every candidate alone, by a walk along its sorted values."""
-    n_test = x_test.shape[0]
-    idx = np.empty((n_test, candidates.size, k), dtype=np.int64)
-    status = np.empty((n_test, candidates.size), dtype=np.int8)
-    out = np.empty((n_test, k), dtype=np.int64)
-    flags = np.empty(n_test, dtype=np.int8)
-    for j, c in enumerate(candidates):
-        order = np.argsort(x_train[:, c], kind="stable")
-        _knn.knn_1d(np.ascontiguousarray(x_train[order, c]), order, np.ascontiguousarray(x_test[:, c]),
-                    k, TIE_EPS, out, flags)
-        idx[:, j] = out
-        status[:, j] = flags
-    return idx, status
+class _SortedColumns:
+    """Every training column sorted, and each test row's rank in it (one fold, all steps)."""
+
+    def __init__(self, x_train: np.ndarray, x_test: np.ndarray):
+        self.order = np.ascontiguousarray(np.argsort(x_train, axis=0, kind="stable").T)
+        self.values = np.ascontiguousarray(np.take_along_axis(x_train, self.order.T, axis=0).T)
+        self.ranks = np.ascontiguousarray(np.stack(
+            [np.searchsorted(self.values[f], x_test[:, f]) for f in range(x_train.shape[1])], axis=1))
 
 
-def _neighbours_pooled(x_train, x_test, selected, candidates, k, pool_size):
-    """Later steps: scan each query's nearest neighbours in the selected space.
-
-    With two or more selected features a KD-tree gives each query a pool of neighbours in
-    the selected space, which settles most query/candidate pairs; the rest (and every pair
-    when one feature is selected) walk out along one selected feature, which always settles.
-    """
+def _neighbours_streams(x_train, x_test, columns, selected, candidates, k, pool_size):
+    """k nearest neighbours of every test row in every "selected + candidate" space (exact)."""
     xt_sel = np.ascontiguousarray(x_train[:, selected])
     xq_sel = np.ascontiguousarray(x_test[:, selected])
-    xt_cand = np.ascontiguousarray(x_train[:, candidates])
-    xq_cand = np.ascontiguousarray(x_test[:, candidates])
-    n_train, n_test = x_train.shape[0], x_test.shape[0]
-    idx = np.empty((n_test, candidates.size, k), dtype=np.int64)
-    status = np.full((n_test, candidates.size), _knn.NEED_MORE, dtype=np.int8)
-    if selected.size >= 2:
-        tree = cKDTree(xt_sel)
-        # A small pool settles most pairs; the rows left get a pool 8x larger, once.
-        for size in (pool_size, 8 * pool_size):
-            size = min(max(size, k + 1), n_train)
-            rows = np.flatnonzero((status == _knn.NEED_MORE).any(axis=1))
-            if rows.size == 0:
-                break
-            pool = tree.query(xq_sel[rows], k=size)[1].astype(np.int64)
-            sub_status = status[rows]
-            todo = sub_status == _knn.NEED_MORE
-            sub_idx = np.empty((rows.size, candidates.size, k), dtype=np.int64)
-            _knn.knn_pool(pool, xq_sel[rows], xt_sel, np.ascontiguousarray(xq_cand[rows]), xt_cand, todo,
-                          k, TIE_EPS, size == n_train, sub_idx, sub_status)
-            r, c = np.nonzero(todo & (sub_status != _knn.NEED_MORE))
-            idx[rows[r], c] = sub_idx[r, c]
-            status[rows] = sub_status
-    todo = status == _knn.NEED_MORE
-    rows = np.flatnonzero(todo.any(axis=1))
-    if rows.size:
-        # Walk along the most spread-out selected feature: its gap bounds the distance best.
-        f = int(np.argmax(xt_sel.std(axis=0)))
-        order = np.argsort(xt_sel[:, f], kind="stable")
-        sub_idx = np.empty((rows.size, candidates.size, k), dtype=np.int64)
-        sub_status = status[rows]
-        _knn.knn_walk(np.ascontiguousarray(xt_sel[order, f]), order, np.ascontiguousarray(xq_sel[rows, f]),
-                      np.ascontiguousarray(xq_sel[rows]), xt_sel, np.ascontiguousarray(xq_cand[rows]), xt_cand,
-                      todo[rows], k, TIE_EPS, sub_idx, sub_status)
-        r, c = np.nonzero(todo[rows])
-        idx[rows[r], c] = sub_idx[r, c]
-        status[rows] = sub_status
+    if selected.size:
+        n_train = x_train.shape[0]
+        # Pool about 4x the selected-space points expected inside the k-th neighbour
+        # distance of the (s+1)-dimensional space, so stream A settles most pairs.
+        expected = n_train * (k / n_train) ** (selected.size / (selected.size + 1))
+        size = int(min(max(pool_size, 4 * expected, k + 1), n_train))
+        pool = cKDTree(xt_sel).query(xq_sel, k=size)[1].astype(np.int64).reshape(x_test.shape[0], size)
+    else:
+        pool = np.empty((x_test.shape[0], 0), dtype=np.int64)
+    idx = np.empty((x_test.shape[0], candidates.size, k), dtype=np.int64)
+    status = np.empty((x_test.shape[0], candidates.size), dtype=np.int8)
+    _knn.knn_streams(pool, xq_sel, xt_sel, x_test, x_train, candidates.astype(np.int64), columns.values,
+                     columns.order, columns.ranks, k, TIE_EPS, idx, status)
     return idx, status
 
 
