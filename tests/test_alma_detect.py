@@ -275,3 +275,36 @@ def test_casa_reference_cubes_are_read_and_peers_find_sources(data_dir):
     bright = ref.truth[ref.truth["snr"] > 8]
     found = SofiaFinder(threshold=5.0, min_voxels=20, reliability=0.0).predict(cube)
     assert detection_scores(bright, found)["recall"] >= 0.5 if len(bright) else True
+
+
+def test_compare_finders_and_chance_level():
+    from mlsky.alma.metrics import chance_catalogues, compare_finders
+
+    sims = [bright_cube(seed=s) for s in range(2)]
+    cubes = [as_cube(s) for s in sims]
+    truths = [s.truth for s in sims]
+    table, pairs, found = compare_finders({"sofia": SofiaFinder(threshold=5.0).predict}, cubes, truths)
+    assert table["tp"][0] == 4 and table["f1"][0] == pytest.approx(1.0)
+    assert len(pairs["sofia"]) == 4 and len(found["sofia"]) == 2
+    chance, _ = evaluate(truths, chance_catalogues(found["sofia"], [c.data.shape for c in cubes],
+                                                   np.random.default_rng(0)))
+    assert chance["f1"] < table["f1"][0]
+
+
+def test_pipeline_figures(tiny_weights):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mlsky.alma.detect import AlmaSourceFinder
+    from mlsky.alma.plot_detect import plot_blobs, plot_residuals, plot_spectra, plot_training_curves
+
+    out, history = tiny_weights
+    finder = AlmaSourceFinder(out).load()
+    sim = bright_cube(shape=(16, 32, 32), x=[10.0, 22.0], y=[12.0, 20.0])
+    assert len(plot_blobs(finder, [sim]).axes) >= 3
+    plot_spectra(finder, sim)
+    plot_training_curves(history)
+    _, pairs = evaluate([sim.truth], [SofiaFinder(threshold=5.0).predict(sim)])
+    plot_residuals(pairs)
+    finder.config_.window = 8
+    assert finder.probability(as_cube(sim)).shape == (32, 32)

@@ -52,7 +52,8 @@ def test_blobs_finder_rejects_wrong_sizes():
 
 def test_deep_gru_and_resnet_shapes():
     gru = create_model("deep_gru", hidden=8)
-    p = gru(torch.randn(3, 50))
+    with torch.no_grad():
+        p = gru(torch.randn(3, 50))
     assert p.shape == (3, 50) and float(p.min()) >= 0 and float(p.max()) <= 1
     with pytest.raises(ValueError, match="batch, n_chan"):
         gru(torch.randn(3, 50, 1))

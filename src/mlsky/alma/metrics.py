@@ -24,7 +24,8 @@ Examples
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import time
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -181,3 +182,58 @@ def flux_error_vs_snr(pairs: Table, edges: Sequence[float] = (0, 3, 5, 10, 20, n
         rows.append((lo, hi, int(sel.sum()), float(np.mean(rel[sel])) if sel.any() else np.nan,
                      float(np.std(rel[sel])) if sel.any() else np.nan))
     return Table(rows=rows, names=("snr_min", "snr_max", "n", "mean_rel_error", "std_rel_error"))
+
+
+def compare_finders(finders: dict[str, Callable[[Any], Table]], cubes: Sequence,
+                    truths: Sequence[Table]) -> tuple[Table, dict[str, Table], dict[str, list[Table]]]:
+    """Run every finder on the same cubes and score it (the paper's Table 4).
+
+    Parameters
+    ----------
+    finders
+        Name -> function from a cube to a catalogue (e.g. a finder's ``predict``).
+    cubes
+        The cubes, in any form the finders read (read them once, e.g. with
+        :func:`mlsky.alma.detect.as_cube`, so that the timing is the finders').
+    truths
+        The truth table of each cube.
+
+    Returns
+    -------
+    table
+        One row per finder: ``finder, tp, fp, fn, precision, recall, f1, mean_iou, s_per_cube``.
+    pairs
+        Finder name -> its matched pairs (see :func:`evaluate`), for the residuals.
+    catalogues
+        Finder name -> its catalogue of each cube.
+    """
+    rows, pairs, found = [], {}, {}
+    for name, predict in finders.items():
+        t0 = time.perf_counter()
+        found[name] = [predict(c) for c in cubes]
+        seconds = (time.perf_counter() - t0) / max(len(cubes), 1)
+        scores, pairs[name] = evaluate(truths, found[name])
+        rows.append({"finder": name, **scores, "s_per_cube": seconds})
+    table = Table(rows=rows)
+    for col in ("precision", "recall", "f1", "mean_iou", "s_per_cube"):
+        table[col].format = ".3f"
+    return table, pairs, found
+
+
+def chance_catalogues(catalogues: Sequence[Table], shapes: Sequence[tuple[int, int, int]],
+                      rng: np.random.Generator) -> list[Table]:
+    """The same detections (number and box sizes) placed uniformly at random in each cube.
+
+    Scoring them gives the chance level a finder has to beat.
+    """
+    shuffled = []
+    for found, shape in zip(catalogues, shapes, strict=True):
+        table = Table({c: np.asarray(found[c], float) for c in BOX + CENTRE}) if len(found) else Table(
+            {c: np.zeros(0) for c in BOX + CENTRE})
+        for axis, size in zip("zyx", shape):
+            width = table[f"{axis}1"] - table[f"{axis}0"]
+            start = rng.uniform(0, np.clip(size - width, 0, None))
+            table[f"{axis}0"], table[f"{axis}1"] = start, start + width
+            table[axis] = start + width / 2
+        shuffled.append(table)
+    return shuffled

@@ -163,17 +163,18 @@ class BlobcatFinder(_Finder):
         self.flood_sigma = flood_sigma
         self.min_voxels = min_voxels
 
-    def _prepare(self, cube: Cube) -> tuple[Cube, np.ndarray]:
-        return cube, cube.snr
+    def _prepare(self, cube: Cube) -> tuple[Cube, np.ndarray, dict]:
+        # The last item caches the flood-filled blobs per flood level across a grid search.
+        return cube, cube.snr, {}
 
     def _find(self, prepared) -> Table:
-        cube, snr = prepared
-        labels, n = ndimage.label(snr > self.flood_sigma, structure=FULL_3D)
-        if n == 0:
-            return catalogue_from_labels(cube, labels, keep=[])
-        index = np.arange(1, n + 1)
-        peaks = ndimage.maximum(snr, labels, index)
-        sizes = ndimage.sum_labels(np.ones_like(snr), labels, index)
+        cube, snr, cache = prepared
+        if self.flood_sigma not in cache:
+            labels, n = ndimage.label(snr > self.flood_sigma, structure=FULL_3D)
+            index = np.arange(1, n + 1)
+            cache[self.flood_sigma] = (labels, index, ndimage.maximum(snr, labels, index) if n else np.zeros(0),
+                                       np.bincount(labels.ravel(), minlength=n + 1)[1:])
+        labels, index, peaks, sizes = cache[self.flood_sigma]
         keep = index[(peaks > self.seed_sigma) & (sizes >= self.min_voxels)]
         return catalogue_from_labels(cube, labels, keep=set(keep.tolist()))
 
@@ -227,7 +228,8 @@ class SofiaFinder(_Finder):
             smooth = smooth / (1.4826 * np.median(np.abs(smooth)))
             np.maximum(hi, smooth, out=hi)
             np.minimum(lo, smooth, out=lo)
-        return cube, snr, hi, lo
+        # The last item caches the labelled masks per threshold across a grid search.
+        return cube, snr, hi, lo, {}
 
     @staticmethod
     def _measure(snr: np.ndarray, labels: np.ndarray, index: np.ndarray, sign: float) -> np.ndarray:
@@ -239,16 +241,16 @@ class SofiaFinder(_Finder):
         return np.log10(np.clip(params, 1e-3, None))
 
     def _find(self, prepared) -> Table:
-        cube, snr, hi, lo = prepared
-        pos, n_pos = ndimage.label(hi > self.threshold, structure=FULL_3D)
-        neg, n_neg = ndimage.label(lo < -self.threshold, structure=FULL_3D)
-        index = np.arange(1, n_pos + 1)
-        sizes = ndimage.sum_labels(np.ones_like(snr), pos, index) if n_pos else np.zeros(0)
-        keep = index[sizes >= self.min_voxels]
+        cube, snr, hi, lo, cache = prepared
+        if self.threshold not in cache:
+            pos, n_pos = ndimage.label(hi > self.threshold, structure=FULL_3D)
+            neg, n_neg = ndimage.label(lo < -self.threshold, structure=FULL_3D)
+            cache[self.threshold] = (pos, np.bincount(pos.ravel(), minlength=n_pos + 1)[1:],
+                                     neg, np.bincount(neg.ravel(), minlength=n_neg + 1)[1:])
+        pos, sizes, neg, nsizes = cache[self.threshold]
+        keep = np.arange(1, len(sizes) + 1)[sizes >= self.min_voxels]
         if self.reliability > 0 and len(keep):
-            nidx = np.arange(1, n_neg + 1)
-            nsizes = ndimage.sum_labels(np.ones_like(snr), neg, nidx) if n_neg else np.zeros(0)
-            nidx = nidx[nsizes >= self.min_voxels]
+            nidx = np.arange(1, len(nsizes) + 1)[nsizes >= self.min_voxels]
             keep = keep[reliability(self._measure(snr, pos, keep, 1.0), self._measure(snr, neg, nidx, -1.0)) >= self.reliability]
         return catalogue_from_labels(cube, pos, keep=set(keep.tolist()))
 
@@ -305,23 +307,32 @@ class PhotutilsFinder(_Finder):
         self.deblend = deblend
 
     def _prepare(self, cube: Cube):
-        return cube, integrated_image(cube)
+        # The last item caches the segmentation per (nsigma, npixels) across a grid search.
+        return cube, integrated_image(cube), {}
 
-    def _find(self, prepared) -> Table:
+    def _segment(self, image: np.ndarray) -> np.ndarray | None:
         from photutils.segmentation import deblend_sources, detect_sources
         from photutils.utils.exceptions import NoDetectionsWarning
 
-        cube, image = prepared
-        image = np.where(cube.blank, 0.0, image)
         with warnings.catch_warnings():
             # An empty image is a valid answer here, not a warning.
             warnings.simplefilter("ignore", NoDetectionsWarning)
             segments = detect_sources(image, self.nsigma, n_pixels=self.npixels)
         if segments is None:
-            return finish_catalogue([], cube)
+            return None
         if self.deblend and segments.n_labels:
             segments = deblend_sources(image, segments, n_pixels=self.npixels, progress_bar=False)
-        labels2d = segments.data
+        return segments.data
+
+    def _find(self, prepared) -> Table:
+
+        cube, image, cache = prepared
+        key = (self.nsigma, self.npixels, self.deblend)
+        if key not in cache:
+            cache[key] = self._segment(np.where(cube.blank, 0.0, image))
+        labels2d = cache[key]
+        if labels2d is None:
+            return finish_catalogue([], cube)
         labels = np.zeros(cube.data.shape, np.int32)
         snr = cube.snr
         for k, sl in enumerate(ndimage.find_objects(labels2d), start=1):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from mlsky.alma.detect import (
     BATTERY,
     AlmaSourceFinder,
+    Cube,
     PipelineConfig,
     as_cube,
     battery_input,
@@ -63,8 +64,13 @@ def default_weights_dir() -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, epoch: int, history: dict,
-                    optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+                    optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None,
+                    best_state_dict: dict | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    ``state_dict`` is the last epoch's (to resume); ``best_state_dict``, when given, the
+    weights used for inference (the best validation epoch).
+    """
     from mlsky import __version__
 
     path = Path(path)
@@ -76,6 +82,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, epoch: int, hi
         "model_version": model.version,
         "model_kwargs": getattr(model, "init_kwargs", {}),
         "state_dict": model.state_dict(),
+        "best_state_dict": best_state_dict,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "epoch": epoch,
         "history": history,
@@ -125,7 +132,8 @@ def load_checkpoint(path: str | os.PathLike, model_name: str, device=None) -> tu
     """The trained model of a checkpoint (in eval mode) and its ``extra`` dictionary."""
     state = read_checkpoint(path, model_name)
     model = create_model(model_name, **state["model_kwargs"])
-    model.load_state_dict(state["state_dict"])
+    best = state.get("best_state_dict")
+    model.load_state_dict(best if best is not None else state["state_dict"])
     return model.to(device or "cpu").eval(), state["extra"]
 
 
@@ -172,10 +180,16 @@ def fit_network(
     extra: dict | None = None,
     seed: int = 0,
     progress: bool = True,
+    augment: bool = False,
 ) -> dict[str, list[float]]:
     """Train with Adam; checkpoint every epoch and resume from ``checkpoint`` if it exists.
 
-    A checkpoint of another model, version or configuration is an error, not overwritten.
+    With a validation set, the weights of the epoch with the lowest validation loss are kept
+    (in the model at the end, and as the checkpoint's inference weights). ``augment`` turns
+    each batch of images and image targets by a random multiple of 90 degrees, flips it and
+    shifts it cyclically (for Blobs Finder: the sky has no preferred orientation or place,
+    while every simulated cube has a source at its centre, a shortcut not to learn). A checkpoint of another model,
+    version or configuration is an error, not overwritten.
 
     Returns
     -------
@@ -186,7 +200,7 @@ def fit_network(
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history: dict[str, list[float]] = {"train": [], "val": []}
-    start = 0
+    start, best = 0, None
     if checkpoint is not None and Path(checkpoint).is_file():
         state = read_checkpoint(checkpoint, model.model_name)
         if state["model_kwargs"] != getattr(model, "init_kwargs", {}):
@@ -197,7 +211,7 @@ def fit_network(
         model.load_state_dict(state["state_dict"])
         if state["optimizer"] is not None:
             opt.load_state_dict(state["optimizer"])
-        start, history = state["epoch"], state["history"]
+        start, history, best = state["epoch"], state["history"], state.get("best_state_dict")
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
     bar = tqdm(range(start, epochs), desc=model.model_name, disable=not progress, leave=False)
@@ -210,17 +224,29 @@ def fit_network(
             idx = order[i : i + batch_size]
             if len(idx) < 2 and len(order) > 1:
                 continue  # BatchNorm needs two samples
+            xb, yb = xt[idx], yt[idx]
+            if augment:
+                k, flip = (int(v) for v in torch.randint(0, 4, (2,), generator=gen))
+                shift = tuple(int(v) for v in torch.randint(0, xb.shape[-1], (2,), generator=gen))
+                xb, yb = (torch.roll(torch.rot90(v, k, (2, 3)), shift, (2, 3)) for v in (xb, yb))
+                if flip % 2:
+                    xb, yb = xb.flip(3), yb.flip(3)
             opt.zero_grad()
-            loss = loss_fn(model(xt[idx].to(device)), yt[idx].to(device))
+            loss = loss_fn(model(xb.to(device)), yb.to(device))
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
         history["train"].append(total / len(order))
         if validation is not None:
             history["val"].append(evaluate_loss(model, *validation, loss_fn, batch_size))
+            if history["val"][-1] <= min(history["val"]):
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar.set_postfix(train=f"{history['train'][-1]:.4f}", val=f"{history['val'][-1]:.4f}" if history["val"] else "-")
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model, epoch=epoch + 1, history=history, optimizer=opt, extra=extra)
+            save_checkpoint(checkpoint, model, epoch=epoch + 1, history=history, optimizer=opt, extra=extra,
+                            best_state_dict=best)
+    if best is not None:
+        model.load_state_dict(best)
     model.eval()
     return history
 
@@ -276,11 +302,16 @@ def training_plan(scale: str | None = None) -> TrainingPlan:
     )
 
 
-def simulate_cubes(n: int, shape: tuple[int, int, int], seed: int) -> list:
-    """``n`` random simulated cubes with seeds ``seed, seed + 1, ...``."""
+def simulate_cubes(n: int, shape: tuple[int, int, int], seed: int) -> Iterator:
+    """``n`` random simulated cubes with seeds ``seed, seed + 1, ...``, one at a time.
+
+    A generator, so that a training set of hundreds of cubes never sits in memory at once;
+    wrap it in ``list`` to keep the cubes.
+    """
     from mlsky.alma.simulate import random_cube
 
-    return [random_cube(seed + i, shape=shape) for i in tqdm(range(n), desc="simulating", leave=False)]
+    for i in tqdm(range(n), desc="simulating", leave=False):
+        yield random_cube(seed + i, shape=shape)
 
 
 def footprint_map(truth, ny: int, nx: int) -> np.ndarray:
@@ -310,17 +341,21 @@ def canonical_shape(fwhm_x, fwhm_y, pa_deg) -> tuple[np.ndarray, np.ndarray, np.
     return np.where(swap, fy, fx), np.where(swap, fx, fy), np.where(swap, pa + 90.0, pa) % 180.0
 
 
-def blobs_set(cubes: Sequence, input_size: int) -> tuple[np.ndarray, np.ndarray]:
+def blobs_set(cubes: Iterable, input_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Integrated dirty images and footprint maps ``(n, 1, N, N)``, zero-padded to ``input_size``."""
-    xs, ys = [], []
-    for sim in cubes:
-        cube = as_cube(sim)
-        image = integrated_image(cube)
-        target = footprint_map(sim.truth, *image.shape)
-        pad = lambda a: np.pad(a, [(0, max(input_size - s, 0)) for s in a.shape])[:input_size, :input_size]  # noqa: E731
-        xs.append(pad(image))
-        ys.append(pad(target))
-    return np.stack(xs)[:, None].astype(np.float32), np.stack(ys)[:, None].astype(np.float32)
+    return _stack([_blobs_item(sim, input_size) for sim in cubes])
+
+
+def _blobs_item(sim, input_size: int, cube: Cube | None = None) -> tuple[np.ndarray, np.ndarray]:
+    cube = cube or as_cube(sim)
+    image = integrated_image(cube)
+    target = footprint_map(sim.truth, *image.shape)
+    pad = lambda a: np.pad(a, [(0, max(input_size - s, 0)) for s in a.shape])[None, :input_size, :input_size]  # noqa: E731
+    return pad(image), pad(target)
+
+
+def _stack(pairs: list) -> tuple[np.ndarray, np.ndarray]:
+    return np.stack([p[0] for p in pairs]).astype(np.float32), np.stack([p[1] for p in pairs]).astype(np.float32)
 
 
 def _emission_target(truth, n_chan: int, x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
@@ -331,7 +366,7 @@ def _emission_target(truth, n_chan: int, x0: int, x1: int, y0: int, y1: int) -> 
     return target
 
 
-def gru_set(cubes: Sequence, rng: np.random.Generator, copies: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def gru_set(cubes: Iterable, rng: np.random.Generator, copies: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Standardised box spectra and their emission masks.
 
     Boxes are centred near each true source with half-sizes of 0.5-1.5 FWHM (as Blobs Finder's
@@ -340,22 +375,30 @@ def gru_set(cubes: Sequence, rng: np.random.Generator, copies: int = 3) -> tuple
     """
     xs, ys = [], []
     for sim in cubes:
-        cube = as_cube(sim)
-        n_chan, ny, nx = cube.data.shape
-        centres = [(r["x"], r["y"], max(r["fwhm_x"], r["fwhm_y"])) for r in sim.truth]
-        centres += [(rng.uniform(0, nx), rng.uniform(0, ny), rng.uniform(2, 6)) for _ in range(len(centres))]
-        for cx, cy, size in centres:
-            for _ in range(copies):
-                half = max(1.0, size * rng.uniform(0.5, 1.5))
-                jx, jy = rng.normal(0, 0.5, 2)
-                x0, x1 = int(max(cx + jx - half, 0)), int(min(cx + jx + half, nx - 1)) + 1
-                y0, y1 = int(max(cy + jy - half, 0)), int(min(cy + jy + half, ny - 1)) + 1
-                xs.append(box_spectrum(cube, x0, x1, y0, y1))
-                ys.append(_emission_target(sim.truth, n_chan, x0, x1, y0, y1))
+        x, y = _gru_items(sim, rng, copies)
+        xs += x
+        ys += y
     return np.stack(xs), np.stack(ys)
 
 
-def battery_set(cubes: Sequence, size: int, rng: np.random.Generator, min_snr: float = 3.0,
+def _gru_items(sim, rng: np.random.Generator, copies: int = 3, cube: Cube | None = None) -> tuple[list, list]:
+    cube = cube or as_cube(sim)
+    n_chan, ny, nx = cube.data.shape
+    centres = [(r["x"], r["y"], max(r["fwhm_x"], r["fwhm_y"])) for r in sim.truth]
+    centres += [(rng.uniform(0, nx), rng.uniform(0, ny), rng.uniform(2, 6)) for _ in range(len(centres))]
+    xs, ys = [], []
+    for cx, cy, size in centres:
+        for _ in range(copies):
+            half = max(1.0, size * rng.uniform(0.5, 1.5))
+            jx, jy = rng.normal(0, 0.5, 2)
+            x0, x1 = int(max(cx + jx - half, 0)), int(min(cx + jx + half, nx - 1)) + 1
+            y0, y1 = int(max(cy + jy - half, 0)), int(min(cy + jy + half, ny - 1)) + 1
+            xs.append(box_spectrum(cube, x0, x1, y0, y1))
+            ys.append(_emission_target(sim.truth, n_chan, x0, x1, y0, y1))
+    return xs, ys
+
+
+def battery_set(cubes: Iterable, size: int, rng: np.random.Generator, min_snr: float = 3.0,
                 copies: int = 2) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """ResNet inputs for the true sources with SNR >= ``min_snr`` and their targets.
 
@@ -364,24 +407,66 @@ def battery_set(cubes: Sequence, size: int, rng: np.random.Generator, min_snr: f
     """
     xs, targets = [], {name: [] for name in BATTERY}
     for sim in cubes:
-        cube = as_cube(sim)
-        n_chan = cube.data.shape[0]
-        fx, fy, pa = canonical_shape(sim.truth["fwhm_x"], sim.truth["fwhm_y"], sim.truth["pa_deg"])
-        for k, row in enumerate(sim.truth):
-            if row["snr"] < min_snr:
-                continue
-            for _ in range(copies):
-                z0 = int(np.clip(row["z0"] + rng.integers(-1, 2), 0, n_chan - 1))
-                z1 = int(np.clip(row["z1"] + rng.integers(-1, 2), z0 + 1, n_chan))
-                jx, jy = rng.normal(0, 0.5, 2)
-                xs.append(battery_input(cube, row["x"] + jx, row["y"] + jy, z0, z1, size))
-                targets["fwhm_x"].append([fx[k]])
-                targets["fwhm_y"].append([fy[k]])
-                targets["pa"].append([np.cos(np.radians(2 * pa[k])), np.sin(np.radians(2 * pa[k]))])
-                targets["flux"].append([np.log10(row["flux"] / float(np.median(cube.noise[z0:z1])))])
+        x, t = _battery_items(sim, size, rng, min_snr, copies)
+        xs += x
+        for name in BATTERY:
+            targets[name] += t[name]
     if not xs:
         raise ValueError(f"no source with SNR >= {min_snr} among the training cubes: simulate more cubes")
     return np.stack(xs)[:, None].astype(np.float32), {k: np.asarray(v, np.float32) for k, v in targets.items()}
+
+
+def _battery_items(sim, size: int, rng: np.random.Generator, min_snr: float = 3.0, copies: int = 2,
+                   cube: Cube | None = None) -> tuple[list, dict[str, list]]:
+    cube = cube or as_cube(sim)
+    n_chan = cube.data.shape[0]
+    fx, fy, pa = canonical_shape(sim.truth["fwhm_x"], sim.truth["fwhm_y"], sim.truth["pa_deg"])
+    xs, targets = [], {name: [] for name in BATTERY}
+    for k, row in enumerate(sim.truth):
+        if row["snr"] < min_snr:
+            continue
+        for _ in range(copies):
+            z0 = int(np.clip(row["z0"] + rng.integers(-1, 2), 0, n_chan - 1))
+            z1 = int(np.clip(row["z1"] + rng.integers(-1, 2), z0 + 1, n_chan))
+            jx, jy = rng.normal(0, 0.5, 2)
+            xs.append(battery_input(cube, row["x"] + jx, row["y"] + jy, z0, z1, size))
+            targets["fwhm_x"].append([fx[k]])
+            targets["fwhm_y"].append([fy[k]])
+            targets["pa"].append([np.cos(np.radians(2 * pa[k])), np.sin(np.radians(2 * pa[k]))])
+            targets["flux"].append([np.log10(row["flux"] / float(np.median(cube.noise[z0:z1])))])
+    return xs, targets
+
+
+@dataclass
+class TrainingSets:
+    """The inputs and targets of the three networks, built in one pass over the cubes."""
+
+    blobs: tuple[np.ndarray, np.ndarray]
+    gru: tuple[np.ndarray, np.ndarray]
+    battery: tuple[np.ndarray, dict[str, np.ndarray]]
+
+
+def training_sets(cubes: Iterable, plan: TrainingPlan, rng: np.random.Generator) -> TrainingSets:
+    """Every network's training set from one pass over ``cubes`` (a list or a generator)."""
+    blobs, gru_x, gru_y, bat_x = [], [], [], []
+    bat_t: dict[str, list] = {name: [] for name in BATTERY}
+    for sim in cubes:
+        cube = as_cube(sim)
+        blobs.append(_blobs_item(sim, plan.input_size, cube))
+        x, y = _gru_items(sim, rng, cube=cube)
+        gru_x += x
+        gru_y += y
+        x, t = _battery_items(sim, plan.cutout, rng, cube=cube)
+        bat_x += x
+        for name in BATTERY:
+            bat_t[name] += t[name]
+    if not bat_x:
+        raise ValueError("no source with SNR >= 3 among the training cubes: simulate more cubes")
+    return TrainingSets(
+        blobs=_stack(blobs),
+        gru=(np.stack(gru_x), np.stack(gru_y)),
+        battery=(np.stack(bat_x)[:, None].astype(np.float32), {k: np.asarray(v, np.float32) for k, v in bat_t.items()}),
+    )
 
 
 # --- the whole pipeline ------------------------------------------------------------------
@@ -415,25 +500,24 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
     out = Path(out) if out is not None else default_weights_dir()
     out.mkdir(parents=True, exist_ok=True)
     rng = seed_everything(seed)
-    train_cubes = train_cubes if train_cubes is not None else simulate_cubes(plan.n_train, plan.shape, seed)
-    val_cubes = val_cubes if val_cubes is not None else simulate_cubes(plan.n_val, plan.shape, seed + 10**6)
-    first = as_cube(train_cubes[0])
+    val_cubes = list(val_cubes if val_cubes is not None else simulate_cubes(plan.n_val, plan.shape, seed + 10**6))
+    train = training_sets(train_cubes if train_cubes is not None else simulate_cubes(plan.n_train, plan.shape, seed),
+                          plan, rng)
+    val = training_sets(val_cubes, plan, rng)
+    first = as_cube(val_cubes[0])
     history = {}
 
-    xb, yb = blobs_set(train_cubes, plan.input_size)
-    vb = blobs_set(val_cubes, plan.input_size)
     net = create_model("blobs_finder", input_size=plan.input_size)
-    history["blobs_finder"] = fit_network(net, xb, yb, BLOBS_LOSSES[plan.blobs_loss], lr=3e-3, epochs=plan.epochs_blobs, batch_size=plan.batch_size,
-                                          validation=vb, checkpoint=out / "blobs_finder.pt", seed=seed, progress=progress)
+    history["blobs_finder"] = fit_network(net, *train.blobs, BLOBS_LOSSES[plan.blobs_loss], lr=3e-3, augment=True,
+                                          epochs=plan.epochs_blobs, batch_size=plan.batch_size, validation=val.blobs,
+                                          checkpoint=out / "blobs_finder.pt", seed=seed, progress=progress)
 
-    xg, yg = gru_set(train_cubes, rng)
-    vg = gru_set(val_cubes, rng)
     gru = create_model("deep_gru", hidden=plan.gru_hidden)
-    history["deep_gru"] = fit_network(gru, xg, yg, F.binary_cross_entropy, epochs=plan.epochs_gru, batch_size=64,
-                                      validation=vg, checkpoint=out / "deep_gru.pt", seed=seed, progress=progress)
+    history["deep_gru"] = fit_network(gru, *train.gru, F.binary_cross_entropy, epochs=plan.epochs_gru, batch_size=64,
+                                      validation=val.gru, checkpoint=out / "deep_gru.pt", seed=seed, progress=progress)
 
-    xr, yr = battery_set(train_cubes, plan.cutout, rng)
-    vr, vy = battery_set(val_cubes, plan.cutout, rng)
+    xr, yr = train.battery
+    vr, vy = val.battery
     for name, n_out in BATTERY.items():
         mean, std = yr[name].mean(axis=0), yr[name].std(axis=0) + 1e-6
         norm = lambda t: ((t - mean) / std).astype(np.float32)  # noqa: E731
