@@ -33,7 +33,7 @@ book: install
 	@echo "The book is in $(CURDIR)/_build/html: open $(CURDIR)/_build/html/index.html"
 
 test: install
-	MLSKY_SCALE=$(TEST_SCALE) $(PYTHON) -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider
+	MLSKY_SCALE=$(TEST_SCALE) $(PYTHON) -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
 
 clean:
 	rm -rf _build _build_config.yml .pytest_cache
