@@ -36,13 +36,14 @@ def quasars():
 def test_same_selection_and_scores_as_sklearn(quasars, scoring):
     X, z, _ = quasars
     X = X[:, :14]
-    ours = ForwardSelector(3, n_neighbors=7, cv=3, scoring=scoring).fit(X, z)
-    peer = SequentialFeatureSelector(KNeighborsRegressor(n_neighbors=7), n_features_to_select=3,
+    ours = ForwardSelector(5, n_neighbors=7, cv=3, scoring=scoring).fit(X, z)
+    peer = SequentialFeatureSelector(KNeighborsRegressor(n_neighbors=7), n_features_to_select=5,
                                      direction="forward", cv=3, scoring=SCORERS[scoring]).fit(X, z)
     assert set(ours.selected_) == set(np.flatnonzero(peer.support_))
     assert ours.n_ties_ > 0  # real magnitudes tie: the tie-breaking path was exercised
-    # Every candidate's score at steps 1 and 2 equals cross_val_score's (what SFS maximises).
-    for step in (0, 1):
+    # Every candidate's score equals cross_val_score's (what SFS maximises), at the first
+    # step (1-d walk), the second (a tree per candidate) and the fifth (sorted streams).
+    for step in (0, 1, 4):
         chosen = list(ours.selected_[:step])
         candidates = [c for c in range(X.shape[1]) if c not in chosen]
         expected = [cross_val_score(KNeighborsRegressor(n_neighbors=7), X[:, sorted(chosen + [c])], z,

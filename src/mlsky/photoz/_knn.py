@@ -28,7 +28,7 @@ def _insert(best_d, best_i, d, i):
 
 
 @nb.njit(cache=True)
-def knn_streams(pool, xq_sel, xt_sel, xq, xt, candidates, sorted_vals, sorted_order, qpos, k, eps,
+def knn_streams(pool, xq_sel, xt_sel, xq, xt_t, candidates, sorted_vals, sorted_order, qpos, k, eps,
                 out_idx, status):
     """k nearest neighbours in "selected + candidate" space from two sorted streams.
 
@@ -39,17 +39,17 @@ def knn_streams(pool, xq_sel, xt_sel, xq, xt, candidates, sorted_vals, sorted_or
     least A's next value and a squared candidate gap of at least B's next value, so its
     distance is at least their sum: once that sum exceeds the k-th best, the answer is
     final (Fagin's threshold algorithm). A settles candidates that add little to the
-    distance, B those that dominate it; the streams take turns. Every pair gets CERTAIN or
-    TIE: B alone eventually visits every point.
+    distance, B those that dominate it; A takes two turns for each of B's (A usually
+    settles the pair). Every pair gets CERTAIN or TIE: B alone eventually visits every
+    point.
+
+    Candidates are the outer loop, so that one candidate's training column (``xt_t`` is the
+    training matrix transposed), sorted values and order stay in cache for all queries.
     """
     nq, m_pool = pool.shape
-    n = xt.shape[0]
+    n = xt_t.shape[1]
     n_sel = xq_sel.shape[1]
-    d_pool = np.empty(m_pool)
-    seen = np.zeros(n, dtype=np.int64)
-    stamp = 0
-    best_d = np.empty(k + 1)
-    best_i = np.empty(k + 1, dtype=np.int64)
+    d_pool = np.empty((nq, m_pool))
     for q in range(nq):
         for m in range(m_pool):
             acc = 0.0
@@ -57,11 +57,17 @@ def knn_streams(pool, xq_sel, xt_sel, xq, xt, candidates, sorted_vals, sorted_or
             for j in range(n_sel):
                 t = xq_sel[q, j] - xt_sel[p, j]
                 acc += t * t
-            d_pool[m] = acc
-        for c in range(candidates.size):
-            f = candidates[c]
-            vals = sorted_vals[f]
-            order = sorted_order[f]
+            d_pool[q, m] = acc
+    seen = np.zeros(n, dtype=np.int64)
+    stamp = 0
+    best_d = np.empty(k + 1)
+    best_i = np.empty(k + 1, dtype=np.int64)
+    for c in range(candidates.size):
+        f = candidates[c]
+        vals = sorted_vals[f]
+        order = sorted_order[f]
+        column = xt_t[f]
+        for q in range(nq):
             x = xq[q, f]
             stamp += 1
             best_d[:] = np.inf
@@ -69,10 +75,10 @@ def knn_streams(pool, xq_sel, xt_sel, xq, xt, candidates, sorted_vals, sorted_or
             a = 0
             hi = qpos[q, f]
             lo = hi - 1
-            turn_a = True
+            turn = 0  # A, A, B, A, A, B...
             while True:
                 # Lower bounds of the two streams' next points.
-                next_a = d_pool[a] if a < m_pool else (d_pool[m_pool - 1] if m_pool > 0 else 0.0)
+                next_a = d_pool[q, a] if a < m_pool else (d_pool[q, m_pool - 1] if m_pool > 0 else 0.0)
                 if lo >= 0:
                     tl = x - vals[lo]
                     tl = tl * tl
@@ -89,11 +95,11 @@ def knn_streams(pool, xq_sel, xt_sel, xq, xt, candidates, sorted_vals, sorted_or
                 # No unseen point can enter the k nearest: the set is final (or a tie).
                 if next_a + next_b > best_d[k - 1] * (1.0 + 2.0 * eps):
                     break
-                if turn_a and a < m_pool:
+                if turn % 3 != 2 and a < m_pool:
                     p = pool[q, a]
-                    ds = d_pool[a]
+                    t = x - column[p]
+                    d = d_pool[q, a] + t * t
                     a += 1
-                    t = x - xt[p, f]
                 else:
                     if tl <= th:
                         p = order[lo]
@@ -107,11 +113,11 @@ def knn_streams(pool, xq_sel, xt_sel, xq, xt, candidates, sorted_vals, sorted_or
                     for j in range(n_sel):
                         u = xq_sel[q, j] - xt_sel[p, j]
                         ds += u * u
-                turn_a = not turn_a
+                    d = ds + t * t
+                turn += 1
                 if seen[p] == stamp:
                     continue
                 seen[p] = stamp
-                d = ds + t * t
                 if d < best_d[k]:
                     _insert(best_d, best_i, d, p)
             for j in range(k):

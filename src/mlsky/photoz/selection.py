@@ -216,8 +216,8 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         k = self.n_neighbors
         if backend == "torch":
             idx, status = _neighbours_torch(x_train, x_test, selected, candidates, k, self._device())
-        elif selected.size == 1:
-            # Planes: a 2-d tree per candidate beats any sorted-stream scan; it is
+        elif 1 <= selected.size <= 2:
+            # In 2 or 3 dimensions a tree per candidate beats the sorted streams; it is
             # scikit-learn's own tree, so its answer is exact by construction.
             idx = np.stack([_sklearn_neighbours(x_train, x_test, np.sort(np.append(selected, c)), k)
                             for c in candidates], axis=1)
@@ -261,6 +261,7 @@ class _SortedColumns:
     """Every training column sorted, and each test row's rank in it (one fold, all steps)."""
 
     def __init__(self, x_train: np.ndarray, x_test: np.ndarray):
+        self.train_t = np.ascontiguousarray(x_train.T)
         self.order = np.ascontiguousarray(np.argsort(x_train, axis=0, kind="stable").T)
         self.values = np.ascontiguousarray(np.take_along_axis(x_train, self.order.T, axis=0).T)
         self.ranks = np.ascontiguousarray(np.stack(
@@ -282,7 +283,7 @@ def _neighbours_streams(x_train, x_test, columns, selected, candidates, k, pool_
         pool = np.empty((x_test.shape[0], 0), dtype=np.int64)
     idx = np.empty((x_test.shape[0], candidates.size, k), dtype=np.int64)
     status = np.empty((x_test.shape[0], candidates.size), dtype=np.int8)
-    _knn.knn_streams(pool, xq_sel, xt_sel, x_test, x_train, candidates.astype(np.int64), columns.values,
+    _knn.knn_streams(pool, xq_sel, xt_sel, x_test, columns.train_t, candidates.astype(np.int64), columns.values,
                      columns.order, columns.ranks, k, TIE_EPS, idx, status)
     return idx, status
 
