@@ -8,16 +8,27 @@ same features as scikit-learn's
                               cv=cv, scoring=SCORERS[scoring])
 
 (same folds, same scorer, ties between candidates broken towards the first column), but
-computes the neighbours of every candidate far faster and exactly:
+finds the neighbours of every candidate without refitting a model per candidate and fold:
 
-* adding a feature only lengthens distances, so the k nearest neighbours in "selected +
-  candidate" space are found by scanning, in order, the nearest neighbours in the selected
-  space (one KD-tree query per fold and step) and stopping once no farther point can enter;
+* first step: each candidate alone, by a walk out from the query's rank in the sorted
+  column;
+* two or three dimensions: scikit-learn's own KD-tree per candidate (nothing beats it
+  there, and it is exact by construction);
+* from four dimensions on: adding a feature only lengthens distances, so each query's
+  nearest neighbours in the selected space (one KD-tree query per fold and step) and the
+  training points ordered along the candidate alone form two sorted streams whose lower
+  bounds add up; merging them stops as soon as no unseen point can enter the k nearest
+  (Fagin's threshold algorithm, in :mod:`mlsky.photoz._knn`);
 * a neighbour set is accepted only when the k-th and (k+1)-th distances differ by more
-  than rounding could explain; an exact tie is handed to scikit-learn's own neighbour search
-  for that query, so the tie is broken the way scikit-learn breaks it;
+  than rounding could explain; an exact tie is handed to scikit-learn's own tree for that
+  query, so the tie is broken the way scikit-learn breaks it;
 * on a GPU (``backend="torch"``) the neighbours come from a brute-force distance matrix,
   updated with one squared term per candidate, with the same certification.
+
+The scores equal ``cross_val_score(KNeighborsRegressor(k), X[:, subset], y, cv=cv,
+scoring=SCORERS[scoring]).mean()`` to rounding (the tests compare every candidate at
+1e-12), for up to 15 features (beyond that scikit-learn switches to brute force, whose
+rounding of distances differs).
 
 Examples
 --------
@@ -67,13 +78,13 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         redshift, or the CRPS of the neighbours' redshift distribution. Scores are the
         negated metric (higher is better), as scikit-learn scorers are.
     backend : {"auto", "tree", "torch"}
-        ``tree``: the exact pooled-KD-tree search on CPU; ``torch``: brute force with torch
+        ``tree``: the exact CPU search described above; ``torch``: brute force with torch
         on ``device``; ``auto``: torch on CUDA, else tree.
     device : str or torch.device, optional
         Device of the torch backend (default: :func:`mlsky.get_device`).
     pool_size : int
-        Neighbours fetched per query in the selected space (KD-tree) before the scan;
-        pairs the pool cannot settle walk out along one selected feature instead.
+        Least number of selected-space neighbours per query in the first stream (the
+        kernel asks for more in few dimensions, where the k-th neighbour lies farther).
     progress : bool
         Show a progress bar over the steps.
 
