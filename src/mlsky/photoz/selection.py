@@ -160,7 +160,7 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         self.candidate_scores_, self.n_ties_ = [], 0
         steps = range(self.n_features_to_select)
         if self.progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             steps = tqdm(steps, desc="forward selection", unit="feature")
         # Sorted columns per fold, made once: they serve every step.
