@@ -236,3 +236,12 @@ def test_dr16q_answer_missing_column(monkeypatch, tmp_path):
     monkeypatch.setattr(SDSS, "query_sql", lambda *a, **k: Table({"zspec": [1.0]}))
     with pytest.raises(KeyError, match="psfMag_u"):
         sdss.fetch_dr16q(tmp_path)
+
+
+def test_cli_select(data_dir, capsys):
+    from mlsky.cli import main
+
+    assert main(["photoz", "select", "--n", "600", "--n-features", "2", "--k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "22 features" in out and "C(22, 2) = 231" in out
+    assert out.count("±") == 2
