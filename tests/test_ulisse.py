@@ -15,7 +15,7 @@ from mlsky.cli import main
 from mlsky.ulisse import backbone as bb
 from mlsky.ulisse.cutouts import ImageReadError, cutout, list_images, measure_object, read_image
 from mlsky.ulisse.data import EVAL_CLASS, load_folder, load_galaxyzoo1
-from mlsky.ulisse.evaluate import colour_histogram, raw_pixels, retrieval_table
+from mlsky.ulisse.evaluate import colour_histogram, mean_lift, raw_pixels, retrieval_table
 from mlsky.ulisse.features import FeatureExtractor, Features, dihedral
 from mlsky.ulisse.search import SimilaritySearch
 
@@ -25,22 +25,12 @@ def lite0():
     return bb.load_lite0()
 
 
-def _classify(backbone, image: np.ndarray) -> int:
-    h, w, _ = image.shape
-    s = min(h, w)
-    square = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    x = torch.from_numpy(np.asarray(Image.fromarray(square).resize((224, 224), Image.BICUBIC), np.float32) / 255)
-    x = (x.permute(2, 0, 1)[None] - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1)
-    with torch.inference_mode():
-        return int(backbone.model(x).argmax())
-
-
 def test_lite0_weights_are_the_real_imagenet_ones(lite0):
     from skimage import data
 
     assert lite0.name == "tf_efficientnet_lite0" and "efficientnet-lite0" in lite0.weights
-    assert _classify(lite0, data.chelsea()) == 285  # Egyptian cat
-    assert _classify(lite0, data.coffee()) == 967  # espresso
+    assert bb.imagenet_class(lite0, data.chelsea()) == 285  # Egyptian cat
+    assert bb.imagenet_class(lite0, data.coffee()) == 967  # espresso
     assert lite0.num_features == 1280
 
 
@@ -141,6 +131,8 @@ def test_retrieval_table_lift():
     assert list(table["class"]) == ["e", "m"]
     np.testing.assert_allclose(table["base_rate"], [0.75, 0.25])
     np.testing.assert_allclose(table["lift"], [1 / 0.75, 4.0])
+    assert mean_lift(table, by="class") == pytest.approx((1 / 0.75 + 4) / 2)
+    assert mean_lift(table) == pytest.approx((30 / 0.75 + 10 * 4) / 40)
     assert raw_pixels(np.zeros((64, 64, 3))).shape == (32 * 32 * 3,)
     assert colour_histogram(np.random.default_rng(0).random((8, 8, 3))).sum() == pytest.approx(1)
 

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -181,3 +182,21 @@ def load_backbone(name: str = "auto") -> Backbone:
     if name == "tf_efficientnet_lite0":
         return load_lite0()
     raise ValueError(f"unknown backbone {name!r}; use 'auto' or one of {', '.join(BACKBONES)}.")
+
+
+def imagenet_class(backbone: Backbone, image: np.ndarray) -> int:
+    """The ImageNet class the backbone gives an (H, W, 3) uint8 photograph (a check of the weights).
+
+    The central square is resized to 224 x 224 and normalised for the backbone.
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = min(h, w)
+    square = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    x = np.asarray(Image.fromarray(square).resize((224, 224), Image.BICUBIC), np.float32) / 255.0
+    t = torch.from_numpy(x).permute(2, 0, 1)[None]
+    t = (t - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1)
+    device = next(backbone.model.parameters()).device
+    with torch.inference_mode():
+        return int(backbone.model(t.to(device)).argmax())

@@ -76,9 +76,17 @@ def retrieval_table(features: np.ndarray, labels: Sequence[str], *, n_neighbors:
     return Table(rows=rows, names=("class", "prototypes", "base_rate", "precision", "precision_sem", "lift"))
 
 
-def mean_lift(table: Table) -> float:
-    """The lift averaged over the classes of a :func:`retrieval_table`."""
-    return float(np.mean(table["lift"]))
+def mean_lift(table: Table, *, by: str = "prototype") -> float:
+    """The lift of a :func:`retrieval_table` averaged over prototypes or over classes.
+
+    ``by="prototype"``: every prototype counts once (common classes weigh most);
+    ``by="class"``: every class counts once (the rare mergers weigh as much as ellipticals).
+    """
+    if by == "prototype":
+        return float(np.average(table["lift"], weights=table["prototypes"]))
+    if by == "class":
+        return float(np.mean(table["lift"]))
+    raise ValueError(f"by={by!r}; use 'prototype' or 'class'.")
 
 
 def raw_pixels(stamp: np.ndarray, size: int = 32) -> np.ndarray:
@@ -94,7 +102,7 @@ def colour_histogram(stamp: np.ndarray, bins: int = 8) -> np.ndarray:
 
 
 def baseline_features(paths: Sequence[str | Path], *, crop: str = "measured", align: bool = True,
-                      size: int = 64) -> dict[str, np.ndarray]:
+                      radii: float = 3.0, size: int = 64) -> dict[str, np.ndarray]:
     """Raw-pixel and colour-histogram features of image files, from the CNN's own stamps.
 
     The stamps are the ones the CNN sees (same crop and pose, at ``size`` pixels), so the
@@ -107,7 +115,7 @@ def baseline_features(paths: Sequence[str | Path], *, crop: str = "measured", al
     """
     raw, colour = [], []
     for path in paths:
-        stamp = cutout(read_image(path), crop=crop, align=align, size=size)
+        stamp = cutout(read_image(path), crop=crop, align=align, radii=radii, size=size)
         raw.append(raw_pixels(stamp))
         colour.append(colour_histogram(stamp))
     return {"raw pixels": np.asarray(raw, np.float32), "colour histogram": np.asarray(colour, np.float32)}

@@ -1,0 +1,56 @@
+"""Figures of the ULISSE chapter: image grids and lifts over the base rate.
+
+Examples
+--------
+>>> import numpy as np
+>>> from mlsky.ulisse.plots import image_grid
+>>> fig = image_grid([np.zeros((8, 8, 3))] * 4, ncols=2)
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from astropy.table import Table
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, *, ncols: int = 8,
+               size: float = 1.5, overlays: Sequence[np.ndarray] | None = None) -> plt.Figure:
+    """Images in a grid, with optional titles and (semi-transparent) overlay maps."""
+    nrows = max(1, int(np.ceil(len(images) / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2 * (titles is not None)),
+                             squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if k >= len(images):
+            continue
+        ax.imshow(images[k])
+        if overlays is not None:
+            h, w = np.asarray(images[k]).shape[:2]
+            ax.imshow(overlays[k], cmap="magma", alpha=0.55, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+                      interpolation="bilinear")
+        if titles is not None:
+            ax.set_title(titles[k], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lifts(tables: Mapping[str, Table], *, ax: plt.Axes | None = None) -> plt.Axes:
+    """Grouped bars of each class's lift over its base rate, one colour per representation."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
+    names = list(tables)
+    classes = list(next(iter(tables.values()))["class"])
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        table = tables[name]
+        sem = np.asarray(table["precision_sem"]) / np.asarray(table["base_rate"])
+        ax.bar(np.arange(len(classes)) + (j - (len(names) - 1) / 2) * width, table["lift"], width,
+               yerr=sem, capsize=2, label=name)
+    ax.axhline(1, color="k", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(classes)), classes)
+    ax.set_ylabel("precision / base rate")
+    ax.legend(fontsize=8)
+    return ax
