@@ -106,6 +106,7 @@ class SimilaritySearch(BaseEstimator):
             self.index_ = (faiss.IndexFlatIP if self.metric == "cosine" else faiss.IndexFlatL2)(X.shape[1])
             self.index_.add(prepared)
         self.X_ = torch.from_numpy(prepared).to(self.device_)
+        self.sq_norms_ = (self.X_ * self.X_).sum(dim=1)
         return self
 
     def _search(self, Q: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -120,10 +121,15 @@ class SimilaritySearch(BaseEstimator):
                 for start in range(0, len(Q), self.batch_size):
                     q = torch.from_numpy(Q[start:start + self.batch_size]).to(self.device_)
                     if self.metric == "cosine":
-                        d = 1 - q @ self.X_.T
+                        dd, ii = torch.topk(q @ self.X_.T, k_all, dim=1, largest=True, sorted=True)
+                        dd = 1 - dd
                     else:
-                        d = torch.cdist(q, self.X_)
-                    dd, ii = torch.topk(d, k_all, dim=1, largest=False, sorted=True)
+                        # |q - x|^2 = |q|^2 - 2 q.x + |x|^2 in one matrix product; the square
+                        # root is taken only of the k kept, and rounding below 0 is clipped.
+                        d2 = torch.addmm(self.sq_norms_[None, :], q, self.X_.T, alpha=-2)
+                        d2 += (q * q).sum(dim=1, keepdim=True)
+                        dd, ii = torch.topk(d2, k_all, dim=1, largest=False, sorted=True)
+                        dd = dd.clamp_min(0).sqrt()
                     dists.append(dd.cpu().numpy())
                     idxs.append(ii.cpu().numpy())
             dist, idx = np.concatenate(dists), np.concatenate(idxs)
