@@ -64,6 +64,12 @@ def search(args: argparse.Namespace) -> int:
     else:
         table = engine.query(row)
     labels = _read_labels(Path(args.labels)) if args.labels else None
+    if labels is not None:
+        unknown = sum(1 for k in labels if k not in set(feats.ids))
+        if unknown == len(labels):
+            raise ValueError(f"{args.labels}: none of its {len(labels)} ids is in {args.features}.")
+        if unknown:
+            print(f"note: {unknown} of {len(labels)} label rows name objects not in {args.features}; ignored.")
     print(f"prototype {args.prototype} ({feats.backbone}, {args.metric}); {len(table)} objects:")
     columns = ["id", "distance"] + (["iteration"] if args.recursive else [])
     print("  ".join(columns + (["label"] if labels else [])))

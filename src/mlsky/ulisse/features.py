@@ -72,6 +72,7 @@ class Features:
         path = Path(path)
         arrays = {"features": self.features, "ids": np.array(self.ids, dtype=str),
                   "backbone": np.array(self.backbone), "weights": np.array(self.weights),
+                  "layer": np.array(str(self.config.get("layer", "head"))),
                   "config": np.array(repr(sorted(self.config.items())))}
         _atomic_savez(path, arrays)
 
@@ -97,7 +98,8 @@ class Features:
             raise ValueError(f"{path}: lacks {', '.join(sorted(missing))} (write it with `mlsky ulisse embed`).")
         if len(content["ids"]) != len(content["features"]):
             raise ValueError(f"{path}: {len(content['ids'])} ids for {len(content['features'])} feature rows.")
-        return cls([str(i) for i in content["ids"]], content["features"], {"head": content["features"]},
+        layer = str(content.get("layer", "head"))
+        return cls([str(i) for i in content["ids"]], content["features"], {layer: content["features"]},
                    str(content.get("backbone", "unknown")), str(content.get("weights", "unknown")))
 
 
@@ -207,8 +209,8 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
 
     @property
     def config_(self) -> dict[str, object]:
-        """The pre-processing as a dict (part of the cache key)."""
-        return {"crop": self.crop, "align": self.align, "radii": self.radii, "tta": self.tta}
+        """The pre-processing and the layer returned (crop, align, radii and tta key the cache)."""
+        return {"crop": self.crop, "align": self.align, "radii": self.radii, "tta": self.tta, "layer": self.layer}
 
     def _ensure_fitted(self) -> None:
         if not hasattr(self, "backbone_"):
@@ -218,13 +220,17 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
         """The (224, 224, 3) stamp in [0, 1] that the network sees for one image."""
         return cutout(image, crop=self.crop, align=self.align, radii=self.radii)
 
-    @torch.inference_mode()
-    def _forward(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
+    def _normalised(self, stamps: np.ndarray) -> torch.Tensor:
         b = self.backbone_
         x = torch.from_numpy(stamps).permute(0, 3, 1, 2).to(self.device_)
         mean = torch.tensor(b.mean, device=self.device_).view(1, 3, 1, 1)
         std = torch.tensor(b.std, device=self.device_).view(1, 3, 1, 1)
-        x = (x - mean) / std
+        return (x - mean) / std
+
+    @torch.inference_mode()
+    def _forward(self, stamps: np.ndarray) -> dict[str, np.ndarray]:
+        b = self.backbone_
+        x = self._normalised(stamps)
         views = dihedral(x) if self.tta == 8 else [x]
         pooled = {name: 0.0 for name in LAYERS}
         for view in views:
@@ -243,11 +249,8 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
         """The (N, h, w) map of one feature channel for each image (the paper's Fig. 1)."""
         self._ensure_fitted()
         stamps = np.stack([self.preprocess(np.asarray(img)) for img in images])
-        b = self.backbone_
-        x = torch.from_numpy(stamps).permute(0, 3, 1, 2).to(self.device_)
-        x = (x - torch.tensor(b.mean, device=self.device_).view(1, 3, 1, 1)) / torch.tensor(b.std, device=self.device_).view(1, 3, 1, 1)
         with torch.inference_mode():
-            return feature_maps(b.model, x)[layer][:, channel].float().cpu().numpy()
+            return feature_maps(self.backbone_.model, self._normalised(stamps))[layer][:, channel].float().cpu().numpy()
 
     def cache_path(self, paths: Sequence[Path]) -> Path:
         """Where the features of image files in ``paths``' folder(s) are cached."""
