@@ -57,6 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
     history = train_pipeline(out, seed=args.seed)
     best = max(history["thresholds"], key=lambda s: s["f1"])
     print(f"validation: precision {best['precision']:.3f} recall {best['recall']:.3f} F1 {best['f1']:.3f} "
-          f"mean IoU {best['mean_iou']:.3f} (blob threshold {best['blob_threshold']}, GRU threshold {best['gru_threshold']})")
+          f"mean IoU {best['mean_iou']:.3f} (blob threshold {best['blob_threshold']}, GRU threshold "
+          f"{best['gru_threshold']}, window {best['window']} channels)")
     print(f"checkpoints in {out}")
     return 0

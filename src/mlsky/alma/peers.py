@@ -61,37 +61,48 @@ def _beam_fwhm(cube: Cube) -> float:
     return float(np.sqrt(cube.beam_area_pix / (np.pi / (4 * np.log(2)))))
 
 
-def catalogue_from_labels(cube: Cube, labels: np.ndarray, keep: Sequence[int] | None = None) -> Table:
+def catalogue_from_labels(cube: Cube, labels: np.ndarray, keep: Sequence[int] | None = None,
+                          memo: dict | None = None) -> Table:
     """Catalogue of labelled 3-D segments: moments for position and shape, the segment's box,
     and the flux as the peak of the segment's spatially integrated spectrum (the truth's
-    definition: integrated flux density at the line peak)."""
+    definition: integrated flux density at the line peak).
+
+    ``memo`` (one dict per ``labels`` array) keeps each segment's row between calls, for grid
+    searches that keep different subsets of the same segments.
+    """
+    memo = {} if memo is None else memo
+    if "objects" not in memo:
+        memo["objects"] = ndimage.find_objects(labels)
     rows = []
-    beam = _beam_fwhm(cube)
-    snr = cube.snr
-    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+    for k, sl in enumerate(memo["objects"], start=1):
         if sl is None or (keep is not None and k not in keep):
             continue
-        mask = labels[sl] == k
-        footprint = mask.any(axis=0)
-        image = np.where(mask, snr[sl], 0.0).sum(axis=0)
-        cx, cy, major, minor, pa = _shape_from_moments(image, footprint, beam)
-        spectrum = np.where(footprint, cube.data[:, sl[1], sl[2]], 0.0).sum(axis=(1, 2)) / cube.beam_area_pix
-        zmask = mask.any(axis=(1, 2))
-        chans = np.arange(sl[0].start, sl[0].stop)
-        wz = np.clip(snr[sl].sum(axis=(1, 2), where=mask), 0, None) + 1e-9
-        z = float((chans * wz).sum() / wz.sum())
-        rows.append(dict(
-            x=cx + sl[2].start, y=cy + sl[1].start, z=z, fwhm_x=major, fwhm_y=minor, pa_deg=pa,
-            fwhm_z=max(zmask.sum(), 1) * FWHM_PER_SIGMA / 6.0,
-            flux=float(spectrum[sl[0]].max()),
-            box=(sl[2].start, sl[2].stop, sl[1].start, sl[1].stop, sl[0].start, sl[0].stop),
-        ))
+        if k not in memo:
+            memo[k] = _segment_row(cube, labels, k, sl)
+        rows.append(memo[k])
     table = finish_catalogue(rows, cube)
     # A classical finder reports the extent of its mask, not a box from fitted shapes.
     for i, r in enumerate(rows):
         for name, value in zip(("x0", "x1", "y0", "y1", "z0", "z1"), r["box"]):
             table[name][i] = value
     return table
+
+
+def _segment_row(cube: Cube, labels: np.ndarray, k: int, sl: tuple[slice, ...]) -> dict:
+    snr = cube.data[sl] / cube.noise[sl[0], None, None]
+    mask = labels[sl] == k
+    footprint = mask.any(axis=0)
+    image = np.where(mask, snr, 0.0).sum(axis=0)
+    cx, cy, major, minor, pa = _shape_from_moments(image, footprint, _beam_fwhm(cube))
+    spectrum = np.where(footprint, cube.data[:, sl[1], sl[2]], 0.0).sum(axis=(1, 2)) / cube.beam_area_pix
+    chans = np.arange(sl[0].start, sl[0].stop)
+    wz = np.clip(snr.sum(axis=(1, 2), where=mask), 0, None) + 1e-9
+    return dict(
+        x=cx + sl[2].start, y=cy + sl[1].start, z=float((chans * wz).sum() / wz.sum()), fwhm_x=major, fwhm_y=minor,
+        pa_deg=pa, fwhm_z=max(mask.any(axis=(1, 2)).sum(), 1) * FWHM_PER_SIGMA / 6.0,
+        flux=float(spectrum[sl[0]].max()),
+        box=(sl[2].start, sl[2].stop, sl[1].start, sl[1].stop, sl[0].start, sl[0].stop),
+    )
 
 
 class _Finder:
@@ -173,10 +184,10 @@ class BlobcatFinder(_Finder):
             labels, n = ndimage.label(snr > self.flood_sigma, structure=FULL_3D)
             index = np.arange(1, n + 1)
             cache[self.flood_sigma] = (labels, index, ndimage.maximum(snr, labels, index) if n else np.zeros(0),
-                                       np.bincount(labels.ravel(), minlength=n + 1)[1:])
-        labels, index, peaks, sizes = cache[self.flood_sigma]
+                                       np.bincount(labels.ravel(), minlength=n + 1)[1:], {})
+        labels, index, peaks, sizes, memo = cache[self.flood_sigma]
         keep = index[(peaks > self.seed_sigma) & (sizes >= self.min_voxels)]
-        return catalogue_from_labels(cube, labels, keep=set(keep.tolist()))
+        return catalogue_from_labels(cube, labels, keep=set(keep.tolist()), memo=memo)
 
 
 class SofiaFinder(_Finder):
@@ -246,13 +257,17 @@ class SofiaFinder(_Finder):
             pos, n_pos = ndimage.label(hi > self.threshold, structure=FULL_3D)
             neg, n_neg = ndimage.label(lo < -self.threshold, structure=FULL_3D)
             cache[self.threshold] = (pos, np.bincount(pos.ravel(), minlength=n_pos + 1)[1:],
-                                     neg, np.bincount(neg.ravel(), minlength=n_neg + 1)[1:])
-        pos, sizes, neg, nsizes = cache[self.threshold]
+                                     neg, np.bincount(neg.ravel(), minlength=n_neg + 1)[1:], {})
+        pos, sizes, neg, nsizes, memo = cache[self.threshold]
         keep = np.arange(1, len(sizes) + 1)[sizes >= self.min_voxels]
         if self.reliability > 0 and len(keep):
-            nidx = np.arange(1, len(nsizes) + 1)[nsizes >= self.min_voxels]
-            keep = keep[reliability(self._measure(snr, pos, keep, 1.0), self._measure(snr, neg, nidx, -1.0)) >= self.reliability]
-        return catalogue_from_labels(cube, pos, keep=set(keep.tolist()))
+            if "params" not in memo:
+                memo["params"] = (self._measure(snr, pos, np.arange(1, len(sizes) + 1), 1.0),
+                                  self._measure(snr, neg, np.arange(1, len(nsizes) + 1), -1.0))
+            pos_params, neg_params = memo["params"]
+            negatives = neg_params[nsizes >= self.min_voxels]
+            keep = keep[reliability(pos_params[keep - 1], negatives) >= self.reliability]
+        return catalogue_from_labels(cube, pos, keep=set(keep.tolist()), memo=memo)
 
 
 def reliability(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:

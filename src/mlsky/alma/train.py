@@ -158,9 +158,17 @@ def l1_ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(pred, target) + (1 - ssim(pred, target))
 
 
+def weighted_bce(pred: torch.Tensor, target: torch.Tensor, source_weight: float = 10.0) -> torch.Tensor:
+    """Binary cross-entropy with source pixels weighted up: sources cover ~2% of the map, and
+    unweighted, the empty sky dominates the loss and faint companions are given up."""
+    return F.binary_cross_entropy(pred, target, weight=1.0 + (source_weight - 1.0) * target)
+
+
 #: Blobs Finder's losses. The paper's is L1 + SSIM; measured here on CPU budgets, binary
-#: cross-entropy on the footprint map learns the same task several times faster.
-BLOBS_LOSSES = {"bce": F.binary_cross_entropy, "l1+ssim": l1_ssim_loss}
+#: cross-entropy on the footprint map learns the same task several times faster. At laptop
+#: scale, weighting the source pixels up (with a tuned spectral window) raised the validation
+#: F1 from 0.54 (plain cross-entropy, full band) to 0.63.
+BLOBS_LOSSES = {"bce": F.binary_cross_entropy, "weighted-bce": weighted_bce, "l1+ssim": l1_ssim_loss}
 
 
 # --- the training loop -------------------------------------------------------------------
@@ -281,7 +289,7 @@ class TrainingPlan:
     epochs_gru: int
     epochs_resnet: int
     batch_size: int = 16
-    blobs_loss: str = "bce"
+    blobs_loss: str = "weighted-bce"
 
 
 def training_plan(scale: str | None = None) -> TrainingPlan:
@@ -537,11 +545,14 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
 
 def tune_thresholds(weights: str | os.PathLike, val_cubes: Sequence,
                     blob_thresholds: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-                    gru_thresholds: Sequence[float] = (0.3, 0.5, 0.7)) -> list[dict]:
-    """Choose Blobs Finder's and Deep GRU's thresholds for the best F1 on validation cubes.
+                    gru_thresholds: Sequence[float] = (0.2, 0.3, 0.5, 0.7),
+                    windows: Sequence[int] | None = None) -> list[dict]:
+    """Choose Blobs Finder's and Deep GRU's thresholds, and Blobs Finder's spectral window,
+    for the best F1 on validation cubes.
 
-    Each network runs once per cube (or box); only the thresholds change across the grid.
-    The chosen pair is written to ``pipeline.json``; returns every pair's scores.
+    ``windows`` defaults to 0 (the paper's full-band image only) and a quarter of the band.
+    Each network runs once per cube (or box) and window; only the thresholds change across the
+    grid. The chosen values are written to ``pipeline.json``; returns every point's scores.
     """
     from mlsky.alma.detect import finish_catalogue
     from mlsky.alma.metrics import evaluate
@@ -550,30 +561,33 @@ def tune_thresholds(weights: str | os.PathLike, val_cubes: Sequence,
     finder = AlmaSourceFinder(folder).load()
     cubes = [as_cube(c) for c in val_cubes]
     truths = [c.truth for c in val_cubes]
-    probs = [finder.probability(c) for c in cubes]
+    n_chan = cubes[0].data.shape[0]
+    windows = windows if windows is not None else (0, max(n_chan // 4, 4))
     focused: dict = {}
     characterised: dict = {}
     scan = []
-    for bt in blob_thresholds:
-        boxes = [finder.boxes(p, bt) for p in probs]
-        for gt in gru_thresholds:
-            catalogues = []
-            for k, cube in enumerate(cubes):
-                rows = []
-                for box in boxes[k]:
-                    if (k, box) not in focused:
-                        focused[k, box] = finder.focus(cube, box)
-                    rows += finder.detections(box, *focused[k, box], threshold=gt)
-                for r in rows:
-                    key = (k, r["x"], r["y"], r["z0"], r["z1"])
-                    if key not in characterised:
-                        characterised[key] = finder.characterise(cube, [key[1:]])[0]
-                    r.update(characterised[key])
-                catalogues.append(finish_catalogue(rows, cube))
-            scores, _ = evaluate(truths, catalogues)
-            scan.append({"blob_threshold": bt, "gru_threshold": gt, **scores})
+    for window in windows:
+        probs = [finder.probability(c, window) for c in cubes]
+        for bt in blob_thresholds:
+            boxes = [finder.boxes(p, bt) for p in probs]
+            for gt in gru_thresholds:
+                catalogues = []
+                for k, cube in enumerate(cubes):
+                    rows = []
+                    for box in boxes[k]:
+                        if (k, box) not in focused:
+                            focused[k, box] = finder.focus(cube, box)
+                        rows += finder.detections(box, *focused[k, box], threshold=gt)
+                    for r in rows:
+                        key = (k, r["x"], r["y"], r["z0"], r["z1"])
+                        if key not in characterised:
+                            characterised[key] = finder.characterise(cube, [key[1:]])[0]
+                        r.update(characterised[key])
+                    catalogues.append(finish_catalogue(rows, cube))
+                scores, _ = evaluate(truths, catalogues)
+                scan.append({"window": window, "blob_threshold": bt, "gru_threshold": gt, **scores})
     best = max(scan, key=lambda s: (s["f1"], s["mean_iou"]))
     config = PipelineConfig.read(folder)
-    config.blob_threshold, config.gru_threshold = best["blob_threshold"], best["gru_threshold"]
+    config.window, config.blob_threshold, config.gru_threshold = best["window"], best["blob_threshold"], best["gru_threshold"]
     config.write(folder)
     return scan
