@@ -226,6 +226,12 @@ def test_detect_resamples_another_pixel_scale(tiny_weights):
     header["CDELT1"], header["CDELT2"] = header["CDELT1"] * 0.5, header["CDELT2"] * 0.5
     catalogue = detect((sim.dirty, header), weights=out)
     assert np.all(catalogue["x"] < 32)
+    if len(catalogue):
+        from astropy.wcs import WCS
+
+        ra, dec, _ = WCS(header).pixel_to_world_values(catalogue["x"], catalogue["y"], catalogue["z"])
+        np.testing.assert_allclose(catalogue["ra"].value, ra)
+        np.testing.assert_allclose(catalogue["dec"].value, dec)
 
 
 def test_probability_map_tiles_large_images(tiny_weights):
@@ -308,3 +314,15 @@ def test_pipeline_figures(tiny_weights):
     plot_residuals(pairs)
     finder.config_.window = 8
     assert finder.probability(as_cube(sim)).shape == (32, 32)
+
+
+def test_finish_catalogue_maps_a_zoomed_grid_back_to_the_cube():
+    from mlsky.alma.detect import finish_catalogue
+
+    cube = as_cube(bright_cube())
+    row = dict(x=40.0, y=20.0, z=6.0, fwhm_x=4.0, fwhm_y=2.0, pa_deg=190.0, fwhm_z=2.0, flux=1e-3)
+    table = finish_catalogue([row], cube, factors=(1.0, 2.0))
+    assert (table["x"][0], table["y"][0], table["fwhm_x"][0], table["pa_deg"][0]) == (20.0, 10.0, 2.0, 10.0)
+    ra, dec, freq = cube.wcs.pixel_to_world_values(20.0, 10.0, 6.0)
+    assert table["ra"][0] == pytest.approx(ra) and table["freq"].to_value("Hz")[0] == pytest.approx(freq)
+    assert table["x0"][0] < 20 < table["x1"][0] and table["z0"][0] < 6 < table["z1"][0]

@@ -302,10 +302,11 @@ def probability_map(model, image: np.ndarray, device=None) -> np.ndarray:
 
 
 def finish_catalogue(rows: list[dict], cube: Cube, factors: tuple[float, float] = (1.0, 1.0)) -> Table:
-    """Catalogue from source rows in the (resampled) pixel grid: back to the cube's grid, boxes
-    from the estimated shapes (the rule of the simulator's truth), sky coordinates, units."""
+    """Catalogue from source rows measured on a grid zoomed by ``factors`` (spectral, spatial)
+    from ``cube``'s: back to the cube's grid, boxes from the estimated shapes (the rule of the
+    simulator's truth), sky coordinates from the cube's WCS, units."""
     fz, fxy = factors
-    n_chan, ny, nx = (round(s) for s in (cube.data.shape[0] / fz, cube.data.shape[1] / fxy, cube.data.shape[2] / fxy))
+    n_chan, ny, nx = cube.data.shape
     cols = {c: [] for c in ("x", "y", "z", "fwhm_x", "fwhm_y", "pa_deg", "fwhm_z", "flux", "deblend")}
     for r in rows:
         cols["x"].append(r["x"] / fxy)
@@ -322,11 +323,7 @@ def finish_catalogue(rows: list[dict], cube: Cube, factors: tuple[float, float] 
         table[name] = np.clip(table[name], 0, size - 1)
     table["peak_jy_per_pix"] = table["flux"] / (2 * np.pi * table["fwhm_x"] * table["fwhm_y"] / FWHM_PER_SIGMA**2)
     table = validate_sources(table, (n_chan, ny, nx))
-    world = WCS(cube.wcs.to_header()) if factors != (1.0, 1.0) else cube.wcs
-    if factors != (1.0, 1.0):
-        world.wcs.cdelt = world.wcs.cdelt * np.array([fxy, fxy, fz])
-        world.wcs.crpix = (world.wcs.crpix - 0.5) / np.array([fxy, fxy, fz]) + 0.5
-    ra, dec, freq = world.pixel_to_world_values(table["x"], table["y"], table["z"]) if len(table) else ([], [], [])
+    ra, dec, freq = cube.wcs.pixel_to_world_values(table["x"], table["y"], table["z"]) if len(table) else ([], [], [])
     table["ra"] = np.asarray(ra, float) * u.deg
     table["dec"] = np.asarray(dec, float) * u.deg
     table["freq"] = (np.asarray(freq, float) * u.Hz).to(u.GHz)
