@@ -324,5 +324,5 @@ def test_finish_catalogue_maps_a_zoomed_grid_back_to_the_cube():
     table = finish_catalogue([row], cube, factors=(1.0, 2.0))
     assert (table["x"][0], table["y"][0], table["fwhm_x"][0], table["pa_deg"][0]) == (20.0, 10.0, 2.0, 10.0)
     ra, dec, freq = cube.wcs.pixel_to_world_values(20.0, 10.0, 6.0)
-    assert table["ra"][0] == pytest.approx(ra) and table["freq"].to_value("Hz")[0] == pytest.approx(freq)
+    assert table["ra"][0] == pytest.approx(ra) and table["freq"].quantity.to_value("Hz")[0] == pytest.approx(freq)
     assert table["x0"][0] < 20 < table["x1"][0] and table["z0"][0] < 6 < table["z1"][0]
