@@ -339,7 +339,10 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
             return {}
         try:
             with np.load(path, allow_pickle=False) as data:
-                store = {k: [data[name][i] for name in LAYERS] for i, k in enumerate(data["keys"])}
+                # Each data[name] decodes the whole array again: read each one once, and copy
+                # rows so that no entry keeps a whole array alive.
+                arrays = [data[name] for name in LAYERS]
+                store = {k: [a[i].copy() for a in arrays] for i, k in enumerate(data["keys"])}
                 store.update(dict(zip(data["bad_keys"], data["bad_reasons"])))
         except Exception as err:  # a damaged cache is recomputed, never trusted
             warnings.warn(f"ignoring unreadable feature cache {path}: {err}", stacklevel=3)
