@@ -97,8 +97,9 @@ def register(subparsers) -> None:
     p.add_argument("folder", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--backbone", default="auto", help="auto, efficientnet_b0 or tf_efficientnet_lite0")
-    p.add_argument("--crop", default="measured", choices=("centre", "measured"))
-    p.add_argument("--no-align", dest="align", action="store_false", help="keep each stamp's own orientation")
+    p.add_argument("--crop", default="centre", choices=("centre", "measured"),
+                   help="fixed central stamp (the paper) or one sized from the measured object")
+    p.add_argument("--align", action="store_true", help="rotate/flip each measured stamp to a canonical pose")
     p.add_argument("--tta", type=int, default=1, choices=(1, 8), help="average over 8 rotations/flips")
     p.add_argument("--layer", default="head")
     p.add_argument("--batch-size", type=int, default=32)

@@ -110,7 +110,7 @@ def measure_object(image: np.ndarray, *, nsigma: float = 3.0, smooth: float = 1.
 def cutout(
     image: np.ndarray,
     *,
-    crop: str = "measured",
+    crop: str = "centre",
     align: bool = False,
     size: int = INPUT_SIZE,
     crop_fraction: float = 0.5,

@@ -101,7 +101,7 @@ def colour_histogram(stamp: np.ndarray, bins: int = 8) -> np.ndarray:
     return (hist.ravel() / hist.sum()).astype(np.float32)
 
 
-def baseline_features(paths: Sequence[str | Path], *, crop: str = "measured", align: bool = True,
+def baseline_features(paths: Sequence[str | Path], *, crop: str = "centre", align: bool = False,
                       radii: float = 3.0, size: int = 64) -> dict[str, np.ndarray]:
     """Raw-pixel and colour-histogram features of image files, from the CNN's own stamps.
 

@@ -10,7 +10,7 @@ and the folder, so a second run over the same images reads them back instead of 
 Examples
 --------
 >>> from mlsky.ulisse.features import FeatureExtractor
->>> extractor = FeatureExtractor(crop="measured", align=True)      # doctest: +SKIP
+>>> extractor = FeatureExtractor(crop="centre")                    # doctest: +SKIP
 >>> result = extractor.extract(["a.jpeg", "b.jpeg"])                # doctest: +SKIP
 >>> result.features.shape, result.backbone                        # doctest: +SKIP
 ((2, 1280), 'tf_efficientnet_lite0')
@@ -146,7 +146,8 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
         ``"auto"`` (the paper's EfficientNet-B0 when its weights are at hand, else the offline
         EfficientNet-Lite0), ``"efficientnet_b0"`` or ``"tf_efficientnet_lite0"``.
     crop
-        ``"centre"`` (fixed central stamp) or ``"measured"`` (stamp sized from the object).
+        ``"centre"`` (fixed central stamp, as the paper; the default) or ``"measured"`` (stamp
+        sized from the object).
     align
         Rotate/flip each stamp to the object's canonical pose (measured crop only).
     radii
@@ -177,7 +178,7 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
     (1, 1280)
     """
 
-    def __init__(self, backbone: str = "auto", crop: str = "measured", align: bool = True, radii: float = 3.0,
+    def __init__(self, backbone: str = "auto", crop: str = "centre", align: bool = False, radii: float = 3.0,
                  tta: int = 1, layer: str = "head", batch_size: int = 32, cache: bool = True,
                  progress: bool = False):
         self.backbone = backbone
