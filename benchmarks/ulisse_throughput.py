@@ -28,7 +28,7 @@ from mlsky.ulisse.search import SimilaritySearch
 
 def extraction(n_images: int) -> None:
     paths = list(load_galaxyzoo1(n=n_images, seed=1)["path"])
-    ours = FeatureExtractor(backbone="auto", batch_size=32, cache=False).fit()
+    ours = FeatureExtractor(backbone="auto", cache=False).fit()
     images = [read_image(p) for p in paths]
     ours.transform(images[:2])  # warm-up (allocations, kernels)
     t0 = time.perf_counter()

@@ -102,7 +102,7 @@ def register(subparsers) -> None:
     p.add_argument("--align", action="store_true", help="rotate/flip each measured stamp to a canonical pose")
     p.add_argument("--tta", type=int, default=1, choices=(1, 8), help="average over 8 rotations/flips")
     p.add_argument("--layer", default="head")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=embed)
     q = sub.add_parser("search", help="nearest neighbours of a prototype in a features file")
     q.add_argument("features", type=Path)
