@@ -49,6 +49,8 @@ def test_no_weights_is_an_error_not_random(monkeypatch):
     with pytest.raises(bb.BackboneUnavailableError, match="missing"):
         bb.load_lite0()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import: without this it tries the network.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr(bb, "B0_HUB", "timm/no-such-model-mlsky-test")
     with pytest.raises(bb.BackboneUnavailableError, match="not cached"):
         bb.load_b0()
