@@ -6,7 +6,11 @@
 - :mod:`mlsky.alma.simulate` -- dirty cubes, sky models, beams and truth tables;
 - :mod:`mlsky.alma.dataset` -- training sets of many cubes, in shards;
 - :mod:`mlsky.alma.casa` -- the check against cubes made with CASA;
-- :mod:`mlsky.alma.plot` -- an overview figure of a cube.
+- :mod:`mlsky.alma.plot` -- an overview figure of a cube;
+- :mod:`mlsky.alma.models` -- Blobs Finder, Deep GRU and the ResNet battery, by name;
+- :mod:`mlsky.alma.train` -- training the three networks, with resumable checkpoints;
+- :mod:`mlsky.alma.detect` -- the pipeline on any cube (``detect(cube)``) into a catalogue;
+- :mod:`mlsky.alma.peers` and :mod:`mlsky.alma.metrics` -- classical finders, and scoring.
 """
 
 from mlsky.alma.antenna import available_configs, load_antenna_config
