@@ -37,6 +37,8 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mlsky.photoz.metrics import nmad
+
 #: SDSS writes -9999 (and sometimes 0) for a magnitude it did not measure.
 MISSING_MAGNITUDE = (-9999.0, 0.0)
 
@@ -71,12 +73,6 @@ def quasar_photometry(table: Table) -> tuple[np.ndarray, np.ndarray, list[str], 
     return X, z, ["u-g", "g-r", "r-i", "i-z", "i"], int((~good).sum())
 
 
-def nmad(z_pred: np.ndarray, z_true: np.ndarray) -> float:
-    """Normalised median absolute deviation of Δz/(1+z), the usual photo-z scatter."""
-    dz = (np.asarray(z_pred) - np.asarray(z_true)) / (1 + np.asarray(z_true))
-    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
-
-
 def projection_scores(
     X: np.ndarray,
     y: np.ndarray,
@@ -92,6 +88,8 @@ def projection_scores(
 
     The default regressor is a 15-nearest-neighbour regressor on standardised features: it
     reads off whatever a projection shows, with no model of the function behind it.
+    ``score(y_true, y_pred)`` follows scikit-learn's order; lower is better (default: the
+    photo-z NMAD of :func:`mlsky.photoz.metrics.nmad`).
 
     Returns
     -------
@@ -103,7 +101,7 @@ def projection_scores(
     rows = []
     for cols in itertools.combinations(range(X.shape[1]), dim):
         model = clone(estimator).fit(Xtr[:, cols], ytr)
-        rows.append((", ".join(names[c] for c in cols), score(model.predict(Xte[:, cols]), yte)))
+        rows.append((", ".join(names[c] for c in cols), score(yte, model.predict(Xte[:, cols]))))
     table = Table(rows=rows, names=("features", "score"))
     table.sort("score")
     return table
@@ -127,7 +125,7 @@ def held_out_score(
 ) -> float:
     """Fit on a random ``1 - test_size`` of the rows and score on the rest (same split as above)."""
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_size, random_state=seed)
-    return float(score(clone(estimator).fit(Xtr, ytr).predict(Xte), yte))
+    return float(score(yte, clone(estimator).fit(Xtr, ytr).predict(Xte)))
 
 
 def hidden_law(n_samples: int, n_dims: int, *, omega: float = math.pi / 2,

@@ -11,8 +11,8 @@ an interrupted run is resumed by running it again: complete shards are kept.
 Examples
 --------
 >>> from mlsky.alma.dataset import make_dataset, load_shard
->>> manifest = make_dataset(4, "/tmp/alma_set", seed=0, shape=(8, 32, 32), workers=1)  # doctest: +SKIP
->>> shard = load_shard("/tmp/alma_set", manifest["shards"][0]["file"])                  # doctest: +SKIP
+>>> manifest = make_dataset(4, "alma_set", seed=0, shape=(8, 32, 32), workers=1)  # doctest: +SKIP
+>>> shard = load_shard("alma_set", manifest["shards"][0]["file"])                  # doctest: +SKIP
 """
 
 from __future__ import annotations
