@@ -245,3 +245,14 @@ def test_cli_select(data_dir, capsys):
     out = capsys.readouterr().out
     assert "22 features" in out and "C(22, 2) = 231" in out
     assert out.count("±") == 2
+
+
+def test_selection_frequency_finds_the_informative_feature_every_time():
+    from mlsky.photoz import selection_frequency
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 6))
+    z = 1 + 0.4 * X[:, 3] + 0.05 * rng.normal(size=600)
+    counts = selection_frequency(X, z, 1, n_resamples=4, n_neighbors=5, seed=2)
+    assert counts == {3: 4}
+    assert counts == selection_frequency(X, z, 1, n_resamples=4, n_neighbors=5, seed=2)
