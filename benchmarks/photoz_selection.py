@@ -49,7 +49,8 @@ def compare(name: str, X: np.ndarray, z: np.ndarray, steps: int, k: int, folds: 
     print(f"[{name}] {X.shape[0]} quasars x {X.shape[1]} features, {steps} steps, k={k}, {folds}-fold: "
           f"selections {'IDENTICAL' if same else 'DIFFERENT'}; ForwardSelector {t_ours:.1f} s, "
           f"scikit-learn SFS {t_peer:.1f} s, speed-up {t_peer / t_ours:.1f}x "
-          f"({ours.n_ties_} query/candidate ties settled by scikit-learn's tree)")
+          f"({ours.n_ties_} query/candidate pairs tied at the k-th neighbour, {ours.n_ties_settled_} of them "
+          f"settled by scikit-learn's tree)")
     if not same:
         print(f"    ours {sorted(ours.selected_.tolist())} vs scikit-learn {np.flatnonzero(peer.support_).tolist()}")
 

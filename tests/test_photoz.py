@@ -40,15 +40,22 @@ def test_same_selection_and_scores_as_sklearn(quasars, scoring):
     peer = SequentialFeatureSelector(KNeighborsRegressor(n_neighbors=7), n_features_to_select=5,
                                      direction="forward", cv=3, scoring=SCORERS[scoring]).fit(X, z)
     assert set(ours.selected_) == set(np.flatnonzero(peer.support_))
-    assert ours.n_ties_ > 0  # real magnitudes tie: the tie-breaking path was exercised
-    # Every candidate's score equals cross_val_score's (what SFS maximises), at the first
-    # step (1-d walk), the second (a tree per candidate) and the fifth (sorted streams).
+    assert ours.n_ties_ > ours.n_ties_settled_ > 0  # real magnitudes tie: both tie paths ran
+    # At the first step (1-d walk), the second (grid) and the fifth (sorted streams): every
+    # candidate's true score (cross_val_score's, what SFS maximises) lies within its bounds;
+    # where the bounds are tight (no tie, or settled by scikit-learn's tree) it is equal.
     for step in (0, 1, 4):
         chosen = list(ours.selected_[:step])
         candidates = [c for c in range(X.shape[1]) if c not in chosen]
-        expected = [cross_val_score(KNeighborsRegressor(n_neighbors=7), X[:, sorted(chosen + [c])], z,
-                                    cv=3, scoring=SCORERS[scoring]).mean() for c in candidates]
-        np.testing.assert_allclose(ours.candidate_scores_[step], expected, rtol=0, atol=1e-12)
+        expected = np.array([cross_val_score(KNeighborsRegressor(n_neighbors=7), X[:, sorted(chosen + [c])], z,
+                                             cv=3, scoring=SCORERS[scoring]).mean() for c in candidates])
+        low, high = ours.candidate_bounds_[step].T
+        assert np.all((low - 1e-12 <= expected) & (expected <= high + 1e-12))
+        exact = low == high
+        np.testing.assert_allclose(ours.candidate_scores_[step][exact], expected[exact], rtol=0, atol=1e-12)
+        winner = candidates.index(ours.selected_[step])
+        assert exact[winner] and winner == int(np.argmax(expected))
+        assert ours.selection_path_["score"][step] == pytest.approx(expected[winner], abs=1e-12)
 
 
 def test_custom_folds_and_torch_backend_agree(quasars):
@@ -61,6 +68,41 @@ def test_custom_folds_and_torch_backend_agree(quasars):
     assert list(tree.selected_) == list(brute.selected_)
     assert set(tree.selected_) == set(np.flatnonzero(peer.support_))
     np.testing.assert_allclose(tree.selection_path_["score"], brute.selection_path_["score"], atol=1e-12)
+
+
+@pytest.mark.parametrize("selected, pool_size", [([], None), ([2], None), ([0, 3, 4], None), ([0, 3, 4], 16)])
+def test_neighbour_kernels_against_brute_force(selected, pool_size):
+    """The walk (s = 0), the grid (s = 1) and the pool search (s >= 2; a tiny pool forces
+    the walk along the candidate's column) against a full distance matrix, ties included."""
+    from sklearn.neighbors import KDTree
+
+    from mlsky.photoz import _knn
+    from mlsky.photoz.selection import _Fold, _neighbour_values
+
+    rng = np.random.default_rng(2)
+    X = np.round(rng.normal(size=(600, 6)), 1)  # quantised, as magnitudes are: many exact ties
+    y = rng.uniform(0.3, 4.0, 600)
+    fold = _Fold(X, y, np.arange(200, 600), np.arange(200))
+    selected = np.asarray(selected, dtype=np.int64)
+    candidates = np.setdiff1d(np.arange(6), selected)
+    k = 7
+    value, lo, hi, status = _neighbour_values(fold, selected, candidates, k, 0, "tree", pool_size, None)
+    assert {_knn.CERTAIN, _knn.TIE} <= set(np.unique(status)) or selected.size > 1
+    for j, c in enumerate(candidates):
+        columns = np.sort(np.append(selected, c))
+        d = ((fold.x_test[:, None, columns] - fold.x_train[None, :, columns]) ** 2).sum(axis=2)
+        order = np.argsort(d, axis=1, kind="stable")
+        d_sorted = np.take_along_axis(d, order, axis=1)
+        certain = d_sorted[:, k] > d_sorted[:, k - 1] * (1 + 1e-9)
+        np.testing.assert_array_equal(status[:, j] == _knn.CERTAIN, certain)
+        truth = fold.y_train[order[:, :k]].mean(axis=1)
+        np.testing.assert_allclose(value[certain, j], truth[certain], rtol=0, atol=1e-12)
+        # Where the k-th neighbour ties, scikit-learn's own choice lies within the bounds.
+        sklearn_mean = fold.y_train[KDTree(fold.x_train[:, columns]).query(fold.x_test[:, columns], k=k)[1]].mean(axis=1)
+        bounded = status[:, j] == _knn.TIE
+        assert np.all(lo[bounded, j] - 1e-12 <= sklearn_mean[bounded])
+        assert np.all(sklearn_mean[bounded] <= hi[bounded, j] + 1e-12)
+        assert np.all((lo[:, j] - 1e-12 <= value[:, j]) & (value[:, j] <= hi[:, j] + 1e-12))
 
 
 def test_selector_interface_and_path(quasars):

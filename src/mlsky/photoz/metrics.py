@@ -47,8 +47,8 @@ def bias(z_true, z_pred) -> float:
     return float(np.mean(normalised_residual(z_true, z_pred)))
 
 
-def crps(z_true, z_samples) -> float:
-    """Mean continuous ranked probability score of an ensemble (e.g. the k neighbours' z).
+def crps_per_object(z_true, z_samples) -> np.ndarray:
+    """CRPS of each object's ensemble (e.g. its k neighbours' z); :func:`crps` is their mean.
 
     For each object the predictive distribution is the empirical one of its samples
     :math:`s_1..s_k`: :math:`{\\rm CRPS} = \\overline{|s_i - z|} - \\frac{1}{2k^2}\\sum_{ij}|s_i - s_j|`
@@ -66,7 +66,12 @@ def crps(z_true, z_samples) -> float:
     # sum_ij |s_i - s_j| over sorted samples = 2 sum_i (2i - k + 1) s_i (i from 0)
     weights = 2.0 * np.arange(k) - k + 1.0
     pair_spread = 2.0 * (s @ weights) / k**2
-    return float(np.mean(spread_to_truth - 0.5 * pair_spread))
+    return spread_to_truth - 0.5 * pair_spread
+
+
+def crps(z_true, z_samples) -> float:
+    """Mean continuous ranked probability score of ensembles: see :func:`crps_per_object`."""
+    return float(np.mean(crps_per_object(z_true, z_samples)))
 
 
 def summary(z_true, z_pred) -> dict[str, float]:

@@ -8,27 +8,37 @@ same features as scikit-learn's
                               cv=cv, scoring=SCORERS[scoring])
 
 (same folds, same scorer, ties between candidates broken towards the first column), but
-finds the neighbours of every candidate without refitting a model per candidate and fold:
+finds the neighbours of every candidate without refitting a model per candidate and fold,
+with exact searches written for this one job (:mod:`mlsky.photoz._knn`, one thread per
+candidate):
 
 * first step: each candidate alone, by a walk out from the query's rank in the sorted
   column;
-* two or three dimensions: scikit-learn's own KD-tree per candidate (nothing beats it
-  there, and it is exact by construction);
-* from four dimensions on: adding a feature only lengthens distances, so each query's
+* second and third steps: a grid of quantile cells over the first selected feature and the
+  candidate, searched ring by ring;
+* from the fourth step on: adding a feature only lengthens distances, so each query's
   nearest neighbours in the selected space (one KD-tree query per fold and step) and the
   training points ordered along the candidate alone form two sorted streams whose lower
   bounds add up; merging them stops as soon as no unseen point can enter the k nearest
-  (Fagin's threshold algorithm, in :mod:`mlsky.photoz._knn`);
-* a neighbour set is accepted only when the k-th and (k+1)-th distances differ by more
-  than rounding could explain; an exact tie is handed to scikit-learn's own tree for that
-  query, so the tie is broken the way scikit-learn breaks it;
+  (Fagin's threshold algorithm);
 * on a GPU (``backend="torch"``) the neighbours come from a brute-force distance matrix,
-  updated with one squared term per candidate, with the same certification.
+  updated with one squared term per candidate.
 
-The scores equal ``cross_val_score(KNeighborsRegressor(k), X[:, subset], y, cv=cv,
-scoring=SCORERS[scoring]).mean()`` to rounding (the tests compare every candidate at
-1e-12), for up to 15 features (beyond that scikit-learn switches to brute force, whose
-rounding of distances differs).
+A neighbour set is certain when the k-th and (k+1)-th distances differ by more than
+rounding could explain. Quantised magnitudes often tie there instead, and then which
+equidistant point enters depends on how the search breaks ties. Those cases are settled by
+scikit-learn's own tree, so they come out exactly as scikit-learn has them -- but only for
+the candidates that could still win the step: for each tie the kernels bound the
+prediction over every admissible choice, hence each candidate's score, and a candidate
+whose best possible score is below another's worst possible score is out without settling
+its ties.
+
+The selected features, and the score of each one in ``selection_path_``, equal
+scikit-learn's: every candidate that could have been selected is scored exactly as
+``cross_val_score(KNeighborsRegressor(k), X[:, subset], y, cv=cv,
+scoring=SCORERS[scoring]).mean()`` (to rounding: the tests compare at 1e-12), for up to 15
+features (beyond that scikit-learn switches to brute force, whose rounding of distances
+differs).
 
 Examples
 --------
@@ -39,7 +49,9 @@ Examples
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from astropy.table import Table
@@ -51,11 +63,10 @@ from sklearn.neighbors import KDTree, KNeighborsRegressor
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mlsky.photoz import _knn
-from mlsky.photoz.metrics import crps, eta, nmad
+from mlsky.photoz.metrics import NMAD_SCALE, OUTLIER_THRESHOLD, crps_per_object, normalised_residual
 
 #: Relative gap below which two neighbour distances count as tied (far above rounding).
 TIE_EPS = 1e-9
-_POINT_METRICS = {"nmad": nmad, "eta": eta}
 
 
 def _as_array(X) -> tuple[np.ndarray, list[str] | None]:
@@ -84,9 +95,10 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         on ``device``; ``auto``: torch on CUDA, else tree.
     device : str or torch.device, optional
         Device of the torch backend (default: :func:`mlsky.get_device`).
-    pool_size : int
-        Least number of selected-space neighbours per query in the first stream (the
-        kernel asks for more in few dimensions, where the k-th neighbour lies farther).
+    pool_size : int, optional
+        Selected-space neighbours per query that the search reads before it walks along a
+        candidate's own column (default: six times the points expected inside the k-th
+        neighbour distance, which settles nearly every pair). Any size gives the same answer.
     progress : bool
         Show a progress bar over the steps.
 
@@ -101,9 +113,16 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         deviation over folds and the per-fold scores.
     candidate_scores_ : list of ndarray
         For each step, the mean score of every candidate (in column order, selected ones
-        excluded), the quantity maximised.
+        excluded), the quantity maximised. Exact (scikit-learn's ties) for every candidate
+        that could have won the step; a candidate proven out of reach keeps the score of
+        the kernel's own tie-breaking, within its bounds.
+    candidate_bounds_ : list of ndarray
+        For each step, shape (candidates, 2): the lowest and highest mean score each
+        candidate can have under any breaking of its ties (equal where it is exact).
     n_ties_ : int
-        Query/candidate pairs whose neighbour set was decided by scikit-learn's tie-breaking.
+        Query/candidate pairs whose k-th neighbour was tied.
+    n_ties_settled_ : int
+        Those of them settled by scikit-learn's tree (the rest could not change the step).
 
     Examples
     --------
@@ -117,7 +136,7 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
 
     def __init__(self, n_features_to_select: int = 10, *, n_neighbors: int = 15, cv=3,
                  scoring: str = "nmad", backend: str = "auto", device=None,
-                 pool_size: int = 128, progress: bool = False):
+                 pool_size: int | None = None, progress: bool = False):
         self.n_features_to_select = n_features_to_select
         self.n_neighbors = n_neighbors
         self.cv = cv
@@ -159,23 +178,20 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         backend = self._backend()
         mask = np.zeros(n_features, dtype=bool)
         order, best_means, fold_rows = [], [], []
-        self.candidate_scores_, self.n_ties_ = [], 0
+        self.candidate_scores_, self.candidate_bounds_, self.n_ties_, self.n_ties_settled_ = [], [], 0, 0
         steps = range(self.n_features_to_select)
         if self.progress:
             from tqdm import tqdm
 
             steps = tqdm(steps, desc="forward selection", unit="feature")
         # Sorted columns per fold, made once: they serve every step.
-        columns = [_SortedColumns(X[train], X[test]) if backend == "tree" else None for train, test in folds]
+        prepared = [_Fold(X, y, train, test) for train, test in folds]
         for _ in steps:
             candidates = np.flatnonzero(~mask)
-            selected = np.flatnonzero(mask)
-            scores = np.empty((candidates.size, len(folds)))
-            for f, (train, test) in enumerate(folds):
-                scores[:, f] = self._fold_scores(X[train], y[train], X[test], y[test], columns[f], selected,
-                                                 candidates, backend)
+            scores, low, high = self._step_scores(prepared, np.flatnonzero(mask), candidates, backend)
             # The same reduction as cross_val_score(...).mean(), candidate by candidate.
             means = np.array([np.mean(row) for row in scores])
+            self.candidate_bounds_.append(np.column_stack([low.mean(axis=1), high.mean(axis=1)]))
             best = int(np.argmax(means))
             mask[candidates[best]] = True
             order.append(candidates[best])
@@ -224,81 +240,196 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
 
         return torch.device(self.device) if self.device is not None else get_device()
 
-    def _fold_scores(self, x_train, y_train, x_test, y_test, columns, selected, candidates, backend) -> np.ndarray:
-        """Score of every candidate on one fold (trained on ``x_train``, scored on ``x_test``)."""
+    def _step_scores(self, folds, selected, candidates, backend):
+        """Score of every candidate on every fold, and its bounds: three (candidates, folds) arrays.
+
+        Ties are settled exactly only for candidates whose upper bound reaches the best
+        lower bound: the others cannot be selected whatever the ties do.
+        """
         k = self.n_neighbors
-        if backend == "torch":
-            idx, status = _neighbours_torch(x_train, x_test, selected, candidates, k, self._device())
-        elif 1 <= selected.size <= 2:
-            # In 2 or 3 dimensions a tree per candidate beats the sorted streams; it is
-            # scikit-learn's own tree, so its answer is exact by construction.
-            idx = np.stack([_sklearn_neighbours(x_train, x_test, np.sort(np.append(selected, c)), k)
-                            for c in candidates], axis=1)
-            status = np.full(idx.shape[:2], _knn.CERTAIN, dtype=np.int8)
-        else:
-            idx, status = _neighbours_streams(x_train, x_test, columns, selected, candidates, k, self.pool_size)
-        y_col = y_train.reshape(-1, 1)
-        scores = np.empty(candidates.size)
-        for j, c in enumerate(candidates):
-            neighbours = idx[:, j, :]
-            ties = np.flatnonzero(status[:, j] == _knn.TIE)
-            if ties.size:
-                # Leave equal distances to scikit-learn's own search, so ties break its way.
-                neighbours = neighbours.copy()
-                neighbours[ties] = _sklearn_neighbours(x_train, x_test[ties], np.sort(np.append(selected, c)), k)
-                self.n_ties_ += int(ties.size)
-            if self.scoring == "crps":
-                scores[j] = -crps(y_test, y_train[neighbours])
-            else:
-                # The very expression of KNeighborsRegressor.predict, for the same rounding.
-                prediction = np.mean(y_col[neighbours], axis=1).ravel()
-                scores[j] = -_POINT_METRICS[self.scoring](y_test, prediction)
-        return scores
+        mode = 1 if self.scoring == "crps" else 0
+        found = [_neighbour_values(fold, selected, candidates, k, mode, backend, self.pool_size, self._device)
+                 for fold in folds]
+        scores = np.empty((candidates.size, len(folds)))
+        low = np.empty_like(scores)
+        high = np.empty_like(scores)
+        for f, (fold, (value, lo, hi, status)) in enumerate(zip(folds, found)):
+            self.n_ties_ += int(np.count_nonzero(status != _knn.CERTAIN))
+            scores[:, f] = low[:, f] = high[:, f] = self._score(fold.y_test, value)
+            for j in np.flatnonzero(status.any(axis=0)):
+                if (status[:, j] == _knn.TIE_UNBOUNDED).any():
+                    low[j, f], high[j, f] = -np.inf, np.inf
+                else:
+                    low[j, f], high[j, f] = _score_bounds(self.scoring, fold.y_test, lo[:, j], hi[:, j])
+        # Bounds of the mean over folds; the margin covers rounding in the bounds themselves.
+        reach = high.mean(axis=1) >= low.mean(axis=1).max() - BOUND_MARGIN
+        jobs = [(j, f) for j in np.flatnonzero(reach) for f, (_, _, _, status) in enumerate(found)
+                if (status[:, j] != _knn.CERTAIN).any()]
+
+        def settle(job):
+            j, f = job
+            fold, (value, lo, hi, status) = folds[f], found[f]
+            search = _SklearnNeighbours(fold.x_train, np.sort(np.append(selected, candidates[j])), k)
+            row, lo, hi = value[:, j].copy(), lo[:, j].copy(), hi[:, j].copy()
+            open_rows = status[:, j] != _knn.CERTAIN
+            bounded = not mode and not (status[:, j] == _knn.TIE_UNBOUNDED).any()
+            rows = _undecided_rows(self.scoring, fold.y_test, lo, hi, open_rows) if bounded else np.flatnonzero(open_rows)
+            n_settled = 0
+            # Settle only the ties that can still move the score; each round narrows the
+            # score's bounds, until no open tie can change it.
+            while rows.size:
+                neighbours = search.kneighbors(fold.x_test[rows])
+                if mode:
+                    row[rows] = crps_per_object(fold.y_test[rows], fold.y_train[neighbours])
+                else:
+                    # The very expression of KNeighborsRegressor.predict, for the same rounding.
+                    row[rows] = np.mean(fold.y_train.reshape(-1, 1)[neighbours], axis=1).ravel()
+                lo[rows] = hi[rows] = row[rows]
+                open_rows[rows] = False
+                n_settled += rows.size
+                rows = _undecided_rows(self.scoring, fold.y_test, lo, hi, open_rows) if bounded else rows[:0]
+            return row, n_settled
+
+        # scikit-learn's tree releases the GIL while it builds and searches: threads pay.
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            settled = list(pool.map(settle, jobs))
+        for (j, f), (row, n_settled) in zip(jobs, settled):
+            found[f][0][:, j] = row
+            self.n_ties_settled_ += n_settled
+        for j in {j for j, _ in jobs}:
+            for f, fold in enumerate(folds):
+                scores[j, f] = low[j, f] = high[j, f] = float(self._score(fold.y_test, found[f][0][:, j]))
+        return scores, low, high
+
+    def _score(self, y_test, value):
+        """Score of the values of one candidate (a column) or of several (the columns of a matrix).
+
+        Column by column, the arithmetic is that of the metric on a single column (the
+        median selects, and the residuals are formed element by element), so both agree
+        to the last bit.
+        """
+        if self.scoring == "crps":
+            return -np.mean(value, axis=0)
+        z = y_test if value.ndim == 1 else y_test[:, None]
+        dz = (value - z) / (1.0 + z)
+        if self.scoring == "eta":
+            return -np.mean(np.abs(dz) > OUTLIER_THRESHOLD, axis=0)
+        return -NMAD_SCALE * np.median(np.abs(dz - np.median(dz, axis=0)), axis=0)
 
 
-def _sklearn_neighbours(x_train, x_test, columns, k):
+#: Slack on score bounds for the rounding of sums in a different order (scores are ~1e-2).
+BOUND_MARGIN = 1e-9
+
+
+def _score_bounds(scoring, z, lo, hi) -> tuple[float, float]:
+    """Lowest and highest score when each prediction may lie anywhere in [lo, hi]."""
+    r_lo, r_hi = normalised_residual(z, lo), normalised_residual(z, hi)
+    if scoring == "eta":
+        sure = (r_lo > OUTLIER_THRESHOLD) | (r_hi < -OUTLIER_THRESHOLD)
+        maybe = (r_hi > OUTLIER_THRESHOLD) | (r_lo < -OUTLIER_THRESHOLD)
+        return -float(np.mean(maybe)), -float(np.mean(sure))
+    # The median is monotone in every residual, so it lies between these two; each absolute
+    # deviation lies between its nearest and farthest values over both intervals.
+    m_lo, m_hi = np.median(r_lo), np.median(r_hi)
+    nearest = np.maximum(0.0, np.maximum(r_lo - m_hi, m_lo - r_hi))
+    farthest = np.maximum(r_hi - m_lo, m_hi - r_lo)
+    return -NMAD_SCALE * float(np.median(farthest)), -NMAD_SCALE * float(np.median(nearest))
+
+
+def _undecided_rows(scoring, z, lo, hi, open_rows) -> np.ndarray:
+    """Open rows whose exact value could still change the score, given every row's bounds.
+
+    For the outlier fraction, those that may fall on either side of the threshold. For
+    NMAD, those that may reach the range of the median residual or the range of the median
+    absolute deviation: the others stay on the same side of both medians whatever their
+    ties do, so the score is fixed once no row is undecided.
+    """
+    m = BOUND_MARGIN
+    r_lo, r_hi = normalised_residual(z, lo) - m, normalised_residual(z, hi) + m
+    if scoring == "eta":
+        sure = (r_lo > OUTLIER_THRESHOLD) | (r_hi < -OUTLIER_THRESHOLD)
+        maybe = (r_hi > OUTLIER_THRESHOLD) | (r_lo < -OUTLIER_THRESHOLD)
+        return np.flatnonzero(open_rows & maybe & ~sure)
+    m_lo, m_hi = np.median(r_lo), np.median(r_hi)
+    nearest = np.maximum(0.0, np.maximum(r_lo - m_hi, m_lo - r_hi))
+    farthest = np.maximum(r_hi - m_lo, m_hi - r_lo)
+    d_lo, d_hi = np.median(nearest), np.median(farthest)
+    return np.flatnonzero(open_rows & (((r_hi >= m_lo) & (r_lo <= m_hi)) | ((farthest >= d_lo) & (nearest <= d_hi))))
+
+
+class _SklearnNeighbours:
     """The neighbours KNeighborsRegressor(n_neighbors=k) finds, tie-breaking included.
 
     Where scikit-learn's "auto" picks a KD-tree (at most 15 features, k below half the
     training set) the tree is queried directly, which is what the regressor does inside.
     """
-    x_fit = np.ascontiguousarray(x_train[:, columns])
-    x_query = np.ascontiguousarray(x_test[:, columns])
-    if columns.size <= 15 and k < x_fit.shape[0] // 2:
-        return KDTree(x_fit, leaf_size=30).query(x_query, k=k, return_distance=False)
-    peer = KNeighborsRegressor(n_neighbors=k).fit(x_fit, np.zeros(x_fit.shape[0]))
-    return peer.kneighbors(x_query, return_distance=False)
+
+    def __init__(self, x_train, columns, k):
+        self.columns, self.k = columns, k
+        x_fit = np.ascontiguousarray(x_train[:, columns])
+        if columns.size <= 15 and k < x_fit.shape[0] // 2:
+            self.tree = KDTree(x_fit, leaf_size=30)
+        else:
+            self.tree = KNeighborsRegressor(n_neighbors=k).fit(x_fit, np.zeros(x_fit.shape[0]))
+
+    def kneighbors(self, x_test):
+        x_query = np.ascontiguousarray(x_test[:, self.columns])
+        if isinstance(self.tree, KDTree):
+            return self.tree.query(x_query, k=self.k, return_distance=False)
+        return self.tree.kneighbors(x_query, return_distance=False)
 
 
-class _SortedColumns:
-    """Every training column sorted, and each test row's rank in it (one fold, all steps)."""
+class _Fold:
+    """One fold's data, and every training column sorted (made once, serves every step)."""
 
-    def __init__(self, x_train: np.ndarray, x_test: np.ndarray):
-        self.train_t = np.ascontiguousarray(x_train.T)
-        self.order = np.ascontiguousarray(np.argsort(x_train, axis=0, kind="stable").T)
-        self.values = np.ascontiguousarray(np.take_along_axis(x_train, self.order.T, axis=0).T)
-        self.ranks = np.ascontiguousarray(np.stack(
-            [np.searchsorted(self.values[f], x_test[:, f]) for f in range(x_train.shape[1])], axis=1))
+    def __init__(self, X, y, train, test):
+        self.x_train, self.y_train = np.ascontiguousarray(X[train]), np.ascontiguousarray(y[train])
+        self.x_test, self.y_test = np.ascontiguousarray(X[test]), np.ascontiguousarray(y[test])
+        n = self.x_train.shape[0]
+        self.train_t = np.ascontiguousarray(self.x_train.T)
+        self.order = np.ascontiguousarray(np.argsort(self.x_train, axis=0, kind="stable").T)
+        self.values = np.ascontiguousarray(np.take_along_axis(self.train_t, self.order, axis=1))
+        self.rank = np.empty_like(self.order)  # rank[f, i]: position of point i in column f
+        np.put_along_axis(self.rank, self.order, np.arange(n)[None, :], axis=1)
+        self.qpos = np.ascontiguousarray(np.stack(
+            [np.searchsorted(self.values[f], self.x_test[:, f]) for f in range(self.x_train.shape[1])], axis=1))
 
 
-def _neighbours_streams(x_train, x_test, columns, selected, candidates, k, pool_size):
-    """k nearest neighbours of every test row in every "selected + candidate" space (exact)."""
-    xt_sel = np.ascontiguousarray(x_train[:, selected])
-    xq_sel = np.ascontiguousarray(x_test[:, selected])
-    if selected.size:
-        n_train = x_train.shape[0]
-        # Pool about 4x the selected-space points expected inside the k-th neighbour
-        # distance of the (s+1)-dimensional space, so stream A settles most pairs.
-        expected = n_train * (k / n_train) ** (selected.size / (selected.size + 1))
-        size = int(min(max(pool_size, 4 * expected, k + 1), n_train))
-        pool = cKDTree(xt_sel).query(xq_sel, k=size)[1].astype(np.int64).reshape(x_test.shape[0], size)
+def _neighbour_values(fold, selected, candidates, k, mode, backend, pool_size, device):
+    """Every test row's value (mean z, or CRPS) per candidate, its bounds and its tie status."""
+    shape = (fold.x_test.shape[0], candidates.size)
+    value, lo, hi = np.empty(shape), np.empty(shape), np.empty(shape)
+    status = np.empty(shape, dtype=np.int8)
+    cand = candidates.astype(np.int64)
+    if backend == "torch":
+        idx, status = _neighbours_torch(fold.x_train, fold.x_test, selected, candidates, k, device())
+        neighbours_z = fold.y_train[idx]  # (test, candidates, k), nearest first
+        value = (crps_per_object(np.repeat(fold.y_test, candidates.size), neighbours_z.reshape(-1, k))
+                 .reshape(shape) if mode else np.mean(neighbours_z, axis=2))
+        return value, value, value, status
+    if selected.size == 0:
+        _knn.knn_line(fold.x_test, fold.values, fold.order, fold.qpos, fold.y_train, fold.y_test, cand, k,
+                      TIE_EPS, mode, value, lo, hi, status)
+    elif selected.size == 1:
+        # Strips about half the k-th neighbour distance wide: a few strips per query.
+        g = max(1, int(2 * np.sqrt(fold.x_train.shape[0] / k)))
+        _knn.knn_strips(fold.x_test, fold.train_t, fold.rank, fold.values, fold.order, fold.qpos, fold.y_train,
+                        fold.y_test, int(selected[0]), cand, g, k, TIE_EPS, mode, value, lo, hi, status)
     else:
-        pool = np.empty((x_test.shape[0], 0), dtype=np.int64)
-    idx = np.empty((x_test.shape[0], candidates.size, k), dtype=np.int64)
-    status = np.empty((x_test.shape[0], candidates.size), dtype=np.int8)
-    _knn.knn_streams(pool, xq_sel, xt_sel, x_test, columns.train_t, candidates.astype(np.int64), columns.values,
-                     columns.order, columns.ranks, k, TIE_EPS, idx, status)
-    return idx, status
+        xt_sel = np.ascontiguousarray(fold.x_train[:, selected])
+        xq_sel = np.ascontiguousarray(fold.x_test[:, selected])
+        n_train = fold.x_train.shape[0]
+        if pool_size is None:
+            # Several times the selected-space points expected inside the k-th neighbour
+            # distance of the (s+1)-dimensional space: the pool settles nearly every pair.
+            pool_size = 4 * n_train * (k / n_train) ** (selected.size / (selected.size + 1))
+        size = int(min(max(pool_size, k + 1), n_train))
+        pool = cKDTree(xt_sel).query(xq_sel, k=size, workers=-1)[1].astype(np.int64).reshape(-1, size)
+        _knn.knn_pool(pool, xq_sel, xt_sel, np.ascontiguousarray(fold.x_test[:, cand]),
+                      np.ascontiguousarray(fold.x_train[:, cand]), fold.y_train, fold.y_test, fold.values, fold.order,
+                      fold.qpos, cand, k, TIE_EPS, mode, _knn.sorting_network(k + 1), value, status)
+        lo, hi = value, value
+    return value, lo, hi, status
 
 
 def _neighbours_torch(x_train, x_test, selected, candidates, k, device):
@@ -322,7 +453,7 @@ def _neighbours_torch(x_train, x_test, selected, candidates, k, device):
             values, neighbours = torch.topk(d, top, dim=1, largest=False, sorted=True)
             certain = values[:, top - 1] > values[:, k - 1] * (1.0 + TIE_EPS) if top > k else torch.ones_like(values[:, 0], dtype=torch.bool)
             idx[start:start + xq.shape[0], j] = neighbours[:, :k].cpu().numpy()
-            status[start:start + xq.shape[0], j] = np.where(certain.cpu().numpy(), _knn.CERTAIN, _knn.TIE)
+            status[start:start + xq.shape[0], j] = np.where(certain.cpu().numpy(), _knn.CERTAIN, _knn.TIE_UNBOUNDED)
     return idx, status
 
 
