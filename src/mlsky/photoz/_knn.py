@@ -48,6 +48,25 @@ def sorting_network(n: int) -> np.ndarray:
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
+@nb.njit(cache=True, parallel=True)
+def sort_columns(train_t, x_test):
+    """Every training column sorted (stable): order, sorted values, each point's rank, and
+    each test row's place (first rank whose value is not below it)."""
+    n_features, n = train_t.shape
+    order = np.empty((n_features, n), dtype=np.int64)
+    values = np.empty((n_features, n))
+    rank = np.empty((n_features, n), dtype=np.int64)
+    qpos = np.empty((x_test.shape[0], n_features), dtype=np.int64)
+    for f in nb.prange(n_features):
+        o = np.argsort(train_t[f], kind="mergesort")
+        order[f] = o
+        for r in range(n):
+            values[f, r] = train_t[f, o[r]]
+            rank[f, o[r]] = r
+        qpos[:, f] = np.searchsorted(values[f], x_test[:, f])
+    return order, values, rank, qpos
+
+
 @nb.njit(cache=True, inline="always")
 def _insert(best_d, best_i, d, i):
     # best_d is sorted; an equal distance goes after those already there (first seen wins).

@@ -385,14 +385,10 @@ class _Fold:
     def __init__(self, X, y, train, test):
         self.x_train, self.y_train = np.ascontiguousarray(X[train]), np.ascontiguousarray(y[train])
         self.x_test, self.y_test = np.ascontiguousarray(X[test]), np.ascontiguousarray(y[test])
-        n = self.x_train.shape[0]
         self.train_t = np.ascontiguousarray(self.x_train.T)
-        self.order = np.ascontiguousarray(np.argsort(self.x_train, axis=0, kind="stable").T)
-        self.values = np.ascontiguousarray(np.take_along_axis(self.train_t, self.order, axis=1))
-        self.rank = np.empty_like(self.order)  # rank[f, i]: position of point i in column f
-        np.put_along_axis(self.rank, self.order, np.arange(n)[None, :], axis=1)
-        self.qpos = np.ascontiguousarray(np.stack(
-            [np.searchsorted(self.values[f], self.x_test[:, f]) for f in range(self.x_train.shape[1])], axis=1))
+        # order[f]: training points sorted by feature f; values[f]: the sorted values;
+        # rank[f, i]: the place of point i in that order; qpos[q, f]: test row q's place.
+        self.order, self.values, self.rank, self.qpos = _knn.sort_columns(self.train_t, self.x_test)
 
 
 def _neighbour_values(fold, selected, candidates, k, mode, backend, pool_size, device):
