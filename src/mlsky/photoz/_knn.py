@@ -1,4 +1,4 @@
-"""Exact k-nearest-neighbour kernels of the forward selection (numba, one thread per candidate).
+"""Exact k-nearest-neighbour kernels of the forward selection (numba, on every core).
 
 For every query and every candidate feature a kernel finds the k nearest training points in
 the space "selected features + that candidate" and writes the query's value: the mean of
@@ -11,17 +11,16 @@ does) or their CRPS (``mode=1``). It also certifies the neighbour set:
   tie-breaking. The kernel then bounds the mean over every admissible choice (``lo``,
   ``hi``): the points nearer than the tie always enter, and the remaining places go to the
   lowest or the highest redshifts among the tied points;
-* TIE_UNBOUNDED -- a tie for which no bound was computed (CRPS, or the streams kernel,
-  where ties are rare); the caller must settle it exactly.
+* TIE_UNBOUNDED -- a tie for which no bound was computed (CRPS, or the pool search, where
+  ties are rare); the caller must settle it exactly.
 
 Three searches, by the number of selected features s:
 
 * :func:`knn_line` (s = 0): a walk out from the query's rank in the sorted column;
-* :func:`knn_grid` (s = 1, 2): a grid of quantile cells over one selected feature and the
-  candidate, searched ring by ring; further selected features only add to the distance;
-* :func:`knn_streams` (s >= 3): each query's nearest neighbours in the selected space and
-  the training points ordered along the candidate form two sorted streams whose lower bounds
-  add up; merging them stops when no unseen point can enter (Fagin's threshold algorithm).
+* :func:`knn_strips` (s = 1): strips of the selected feature, each ordered by the candidate;
+* :func:`knn_pool` (s >= 2): each query's nearest neighbours in the selected space, read
+  in order for all candidates at once; the few candidates they cannot settle walk out along
+  their own sorted column (Fagin's threshold algorithm).
 """
 
 from __future__ import annotations

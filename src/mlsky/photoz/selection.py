@@ -9,17 +9,18 @@ same features as scikit-learn's
 
 (same folds, same scorer, ties between candidates broken towards the first column), but
 finds the neighbours of every candidate without refitting a model per candidate and fold,
-with exact searches written for this one job (:mod:`mlsky.photoz._knn`, one thread per
-candidate):
+with exact searches written for this one job (:mod:`mlsky.photoz._knn`, numba, on every
+core):
 
 * first step: each candidate alone, by a walk out from the query's rank in the sorted
   column;
-* second and third steps: a grid of quantile cells over the first selected feature and the
-  candidate, searched ring by ring;
-* from the fourth step on: adding a feature only lengthens distances, so each query's
-  nearest neighbours in the selected space (one KD-tree query per fold and step) and the
-  training points ordered along the candidate alone form two sorted streams whose lower
-  bounds add up; merging them stops as soon as no unseen point can enter the k nearest
+* second step: strips of the selected feature, each ordered by the candidate, searched
+  from the query's strip outwards;
+* from the third step on: adding a feature only lengthens distances, so each query's
+  nearest neighbours in the selected space (one KD-tree query per fold and step, the
+  "pool") are read once, in order, for every candidate at once; a candidate is done as soon
+  as the next pool point lies farther in the selected space alone than its k-th neighbour.
+  The rare candidate the pool cannot settle walks out along its own sorted column
   (Fagin's threshold algorithm);
 * on a GPU (``backend="torch"``) the neighbours come from a brute-force distance matrix,
   updated with one squared term per candidate.
@@ -29,9 +30,10 @@ rounding could explain. Quantised magnitudes often tie there instead, and then w
 equidistant point enters depends on how the search breaks ties. Those cases are settled by
 scikit-learn's own tree, so they come out exactly as scikit-learn has them -- but only for
 the candidates that could still win the step: for each tie the kernels bound the
-prediction over every admissible choice, hence each candidate's score, and a candidate
-whose best possible score is below another's worst possible score is out without settling
-its ties.
+prediction over every admissible choice, hence each candidate's score. A candidate whose
+best possible score is below another's worst possible score is out without settling its
+ties; for the others, only the tied queries whose prediction could still move the score
+(the median residual or the median absolute deviation, for NMAD) are settled.
 
 The selected features, and the score of each one in ``selection_path_``, equal
 scikit-learn's: every candidate that could have been selected is scored exactly as
@@ -49,10 +51,10 @@ Examples
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from astropy.table import Table
 from scipy.spatial import cKDTree
@@ -97,7 +99,7 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         Device of the torch backend (default: :func:`mlsky.get_device`).
     pool_size : int, optional
         Selected-space neighbours per query that the search reads before it walks along a
-        candidate's own column (default: six times the points expected inside the k-th
+        candidate's own column (default: four times the points expected inside the k-th
         neighbour distance, which settles nearly every pair). Any size gives the same answer.
     progress : bool
         Show a progress bar over the steps.
@@ -291,7 +293,7 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
             return row, n_settled
 
         # scikit-learn's tree releases the GIL while it builds and searches: threads pay.
-        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        with ThreadPoolExecutor(max_workers=numba.get_num_threads()) as pool:
             settled = list(pool.map(settle, jobs))
         for (j, f), (row, n_settled) in zip(jobs, settled):
             found[f][0][:, j] = row
@@ -420,7 +422,7 @@ def _neighbour_values(fold, selected, candidates, k, mode, backend, pool_size, d
             # distance of the (s+1)-dimensional space: the pool settles nearly every pair.
             pool_size = 4 * n_train * (k / n_train) ** (selected.size / (selected.size + 1))
         size = int(min(max(pool_size, k + 1), n_train))
-        pool = cKDTree(xt_sel).query(xq_sel, k=size, workers=-1)[1].astype(np.int64).reshape(-1, size)
+        pool = cKDTree(xt_sel).query(xq_sel, k=size, workers=numba.get_num_threads())[1].astype(np.int64).reshape(-1, size)
         _knn.knn_pool(pool, xq_sel, xt_sel, np.ascontiguousarray(fold.x_test[:, cand]),
                       np.ascontiguousarray(fold.x_train[:, cand]), fold.y_train, fold.y_test, fold.values, fold.order,
                       fold.qpos, cand, k, TIE_EPS, mode, _knn.sorting_network(k + 1), value, status)
