@@ -314,12 +314,12 @@ def knn_strips(xq, xt_t, rank_t, sorted_vals, sorted_order, qpos, y, z_test, a, 
 
 
 @nb.njit(cache=True, parallel=True)
-def knn_pool(pool, xq_sel, xt_sel, xq_cand, xt_cand, y, z_test, sorted_vals, sorted_order, qpos, candidates, k, eps,
-             mode, network, value, status):
+def knn_pool(pool, xq_sel, xt_sel, xq, xt, y, z_test, sorted_vals, sorted_order, qpos, candidates, k, eps, mode,
+             network, value, status):
     """Every candidate at once, query by query, from the query's pool in the selected space.
 
     The pool (a KD-tree's answer, nearest first) is read once per query, and each pool
-    point's row of candidate values (``xt_cand``, row-major) serves every candidate still
+    point's row of values (``xt``, the training matrix, row-major) serves every candidate still
     open. A candidate closes when the pool's next selected-space distance exceeds its k-th
     best (with the tie margin), since no later point can come nearer. Candidates the pool
     cannot close walk out along their own sorted column: a point outside the pool lies at
@@ -328,8 +328,8 @@ def knn_pool(pool, xq_sel, xt_sel, xq_cand, xt_cand, y, z_test, sorted_vals, sor
     sorting network for k+1 values (:func:`sorting_network`).
     """
     nq, m_pool = pool.shape
-    n = xt_cand.shape[0]
-    nc = xt_cand.shape[1]
+    n = xt.shape[0]
+    nc = candidates.size
     n_sel = xq_sel.shape[1]
     w = k + 1
     for q in nb.prange(nq):
@@ -340,7 +340,9 @@ def knn_pool(pool, xq_sel, xt_sel, xq_cand, xt_cand, y, z_test, sorted_vals, sor
         limit = np.full(nc, np.inf)  # selected-space distance beyond which c is closed
         open_ = np.arange(nc)
         n_open = nc
-        xc = xq_cand[q]
+        xc = np.empty(nc)
+        for c in range(nc):
+            xc[c] = xq[q, candidates[c]]
         # The first k+1 pool points enter every candidate's list: fill, then sort each list
         # with a branch-free network instead of k+1 insertions.
         for a in range(w):
@@ -348,9 +350,9 @@ def knn_pool(pool, xq_sel, xt_sel, xq_cand, xt_cand, y, z_test, sorted_vals, sor
             ds = 0.0
             for j in range(n_sel):
                 ds += (xq_sel[q, j] - xt_sel[p, j]) ** 2
-            row = xt_cand[p]
+            row = xt[p]
             for c in range(nc):
-                best_d[c * w + a] = ds + (xc[c] - row[c]) ** 2
+                best_d[c * w + a] = ds + (xc[c] - row[candidates[c]]) ** 2
                 best_i[c * w + a] = p
         for c in range(nc):
             base = c * w
@@ -372,7 +374,7 @@ def knn_pool(pool, xq_sel, xt_sel, xq_cand, xt_cand, y, z_test, sorted_vals, sor
             ds = 0.0
             for j in range(n_sel):
                 ds += (xq_sel[q, j] - xt_sel[p, j]) ** 2
-            row = xt_cand[p]
+            row = xt[p]
             kept = 0
             for t in range(n_open):
                 c = open_[t]
@@ -380,7 +382,7 @@ def knn_pool(pool, xq_sel, xt_sel, xq_cand, xt_cand, y, z_test, sorted_vals, sor
                     continue
                 open_[kept] = c
                 kept += 1
-                d = ds + (xc[c] - row[c]) ** 2
+                d = ds + (xc[c] - row[candidates[c]]) ** 2
                 if d < last[c]:
                     base = c * w
                     j = k

@@ -423,9 +423,8 @@ def _neighbour_values(fold, selected, candidates, k, mode, backend, pool_size, d
             pool_size = 4 * n_train * (k / n_train) ** (selected.size / (selected.size + 1))
         size = int(min(max(pool_size, k + 1), n_train))
         pool = cKDTree(xt_sel).query(xq_sel, k=size, workers=numba.get_num_threads())[1].astype(np.int64).reshape(-1, size)
-        _knn.knn_pool(pool, xq_sel, xt_sel, np.ascontiguousarray(fold.x_test[:, cand]),
-                      np.ascontiguousarray(fold.x_train[:, cand]), fold.y_train, fold.y_test, fold.values, fold.order,
-                      fold.qpos, cand, k, TIE_EPS, mode, _knn.sorting_network(k + 1), value, status)
+        _knn.knn_pool(pool, xq_sel, xt_sel, fold.x_test, fold.x_train, fold.y_train, fold.y_test, fold.values,
+                      fold.order, fold.qpos, cand, k, TIE_EPS, mode, _knn.sorting_network(k + 1), value, status)
         lo, hi = value, value
     return value, lo, hi, status
 
