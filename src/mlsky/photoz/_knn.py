@@ -96,6 +96,15 @@ def _value(y, best_i, k, mode, z):
 
 
 @nb.njit(cache=True)
+def _certify(best_d, best_i, y, k, mode, z, eps):
+    """The query's value from its k nearest, and their status (TIE: the caller bounds it)."""
+    v = _value(y, best_i, k, mode, z)
+    if best_d[k] > best_d[k - 1] * (1.0 + eps):
+        return v, CERTAIN
+    return v, (TIE if mode == 0 else TIE_UNBOUNDED)
+
+
+@nb.njit(cache=True)
 def _band_bounds(band, n_band, sure_sum, n_sure, k, y_min, y_max):
     """Lowest and highest mean when the k - n_sure free places go to tied points.
 
@@ -149,16 +158,11 @@ def knn_line(xq, sorted_vals, sorted_order, qpos, y, z_test, candidates, k, eps,
                     best_i[j] = order[up]
                     best_d[j] = du
                     up += 1
-            v = _value(y, best_i, k, mode, z_test[q])
-            value[q, c] = v
-            lo[q, c] = v
-            hi[q, c] = v
-            dk = best_d[k - 1]
-            if best_d[k] > dk * (1.0 + eps):
-                status[q, c] = CERTAIN
-            elif mode != 0:
-                status[q, c] = TIE_UNBOUNDED
-            else:
+            v, state = _certify(best_d, best_i, y, k, mode, z_test[q], eps)
+            value[q, c] = lo[q, c] = hi[q, c] = v
+            status[q, c] = state
+            if state == TIE:
+                dk = best_d[k - 1]
                 # The window holds the sure points and part of the band; widen it over the rest.
                 t_lo, t_hi = dk * (1.0 - eps), dk * (1.0 + eps)
                 sure, n_sure, n_band = 0.0, 0, 0
@@ -181,7 +185,6 @@ def knn_line(xq, sorted_vals, sorted_order, qpos, y, z_test, candidates, k, eps,
                                             or (up < n and (x - vals[up]) ** 2 <= t_hi)):
                     n_band += 1  # more tied points than the band holds
                 lo[q, c], hi[q, c] = _band_bounds(band, n_band, sure, n_sure, k, y_min, y_max)
-                status[q, c] = TIE
 
 
 @nb.njit(cache=True)
@@ -296,21 +299,15 @@ def knn_strips(xq, xt_t, rank_t, sorted_vals, sorted_order, qpos, y, z_test, a, 
             best_i[:] = -1
             _strip_search(xa, xc, sq, g, a_min, a_max, start, sa, sc, sid, k, eps, best_d, best_i, y, False, 0.0,
                           0.0, band, acc)
-            v = _value(y, best_i, k, mode, z_test[q])
-            value[q, c] = v
-            lo[q, c] = v
-            hi[q, c] = v
-            dk = best_d[k - 1]
-            if best_d[k] > dk * (1.0 + eps):
-                status[q, c] = CERTAIN
-            elif mode != 0:
-                status[q, c] = TIE_UNBOUNDED
-            else:
+            v, state = _certify(best_d, best_i, y, k, mode, z_test[q], eps)
+            value[q, c] = lo[q, c] = hi[q, c] = v
+            status[q, c] = state
+            if state == TIE:
+                dk = best_d[k - 1]
                 acc[:] = 0.0
                 _strip_search(xa, xc, sq, g, a_min, a_max, start, sa, sc, sid, k, eps, best_d, best_i, y, True,
                               dk * (1.0 - eps), dk * (1.0 + eps), band, acc)
                 lo[q, c], hi[q, c] = _band_bounds(band, int(acc[2]), acc[0], int(acc[1]), k, y_min, y_max)
-                status[q, c] = TIE
 
 
 @nb.njit(cache=True, parallel=True)
@@ -434,5 +431,6 @@ def knn_pool(pool, xq_sel, xt_sel, xq, xt, y, z_test, sorted_vals, sorted_order,
                         limit[c] = best_d[base + k - 1] * (1.0 + 2.0 * eps)
         for c in range(nc):
             base = c * w
-            value[q, c] = _value(y, best_i[base:base + w], k, mode, z_test[q])
-            status[q, c] = CERTAIN if best_d[base + k] > best_d[base + k - 1] * (1.0 + eps) else TIE_UNBOUNDED
+            v, state = _certify(best_d[base:base + w], best_i[base:base + w], y, k, mode, z_test[q], eps)
+            value[q, c] = v
+            status[q, c] = CERTAIN if state == CERTAIN else TIE_UNBOUNDED
