@@ -431,6 +431,5 @@ def knn_pool(pool, xq_sel, xt_sel, xq, xt, y, z_test, sorted_vals, sorted_order,
                         limit[c] = best_d[base + k - 1] * (1.0 + 2.0 * eps)
         for c in range(nc):
             base = c * w
-            v, state = _certify(best_d[base:base + w], best_i[base:base + w], y, k, mode, z_test[q], eps)
-            value[q, c] = v
-            status[q, c] = CERTAIN if state == CERTAIN else TIE_UNBOUNDED
+            value[q, c] = _value(y, best_i[base:base + w], k, mode, z_test[q])
+            status[q, c] = CERTAIN if best_d[base + k] > best_d[base + k - 1] * (1.0 + eps) else TIE_UNBOUNDED
