@@ -41,10 +41,10 @@ def test_same_selection_and_scores_as_sklearn(quasars, scoring):
                                      direction="forward", cv=3, scoring=SCORERS[scoring]).fit(X, z)
     assert set(ours.selected_) == set(np.flatnonzero(peer.support_))
     assert ours.n_ties_ > ours.n_ties_settled_ > 0  # real magnitudes tie: both tie paths ran
-    # At the first step (1-d walk), the second (grid) and the fifth (sorted streams): every
+    # At the first step (1-d walk), the second (strips), the third and fifth (pool): every
     # candidate's true score (cross_val_score's, what SFS maximises) lies within its bounds;
     # where the bounds are tight (no tie, or settled by scikit-learn's tree) it is equal.
-    for step in (0, 1, 4):
+    for step in (0, 1, 2, 4):
         chosen = list(ours.selected_[:step])
         candidates = [c for c in range(X.shape[1]) if c not in chosen]
         expected = np.array([cross_val_score(KNeighborsRegressor(n_neighbors=7), X[:, sorted(chosen + [c])], z,
@@ -72,7 +72,7 @@ def test_custom_folds_and_torch_backend_agree(quasars):
 
 @pytest.mark.parametrize("selected, pool_size", [([], None), ([2], None), ([0, 3, 4], None), ([0, 3, 4], 16)])
 def test_neighbour_kernels_against_brute_force(selected, pool_size):
-    """The walk (s = 0), the grid (s = 1) and the pool search (s >= 2; a tiny pool forces
+    """The walk (s = 0), the strips (s = 1) and the pool search (s >= 2; a tiny pool forces
     the walk along the candidate's column) against a full distance matrix, ties included."""
     from sklearn.neighbors import KDTree
 
