@@ -67,10 +67,13 @@ def sort_columns(train_t, x_test):
 
 
 @nb.njit(cache=True, inline="always")
-def _insert(best_d, best_i, d, i):
-    # best_d is sorted; an equal distance goes after those already there (first seen wins).
-    j = best_d.size - 1
-    while j > 0 and best_d[j - 1] > d:
+def _insert(best_d, best_i, d, i, base=0, width=0):
+    # best_d[base : base + width] (all of it when width is 0) is sorted; an equal distance
+    # goes after those already there (first seen wins). Offsets, not slices: a slice per
+    # call costs more than the insertion in the pool search's inner loop.
+    last = base + (width if width else best_d.size) - 1
+    j = last
+    while j > base and best_d[j - 1] > d:
         best_d[j] = best_d[j - 1]
         best_i[j] = best_i[j - 1]
         j -= 1
@@ -382,13 +385,7 @@ def knn_pool(pool, xq_sel, xt_sel, xq, xt, y, z_test, sorted_vals, sorted_order,
                 d = ds + (xc[c] - row[candidates[c]]) ** 2
                 if d < last[c]:
                     base = c * w
-                    j = k
-                    while j > 0 and best_d[base + j - 1] > d:
-                        best_d[base + j] = best_d[base + j - 1]
-                        best_i[base + j] = best_i[base + j - 1]
-                        j -= 1
-                    best_d[base + j] = d
-                    best_i[base + j] = p
+                    _insert(best_d, best_i, d, p, base, w)
                     last[c] = best_d[base + k]
                     limit[c] = best_d[base + k - 1] * (1.0 + 2.0 * eps)
             n_open = kept
@@ -426,7 +423,7 @@ def knn_pool(pool, xq_sel, xt_sel, xq, xt, y, z_test, sorted_vals, sorted_order,
                         d += (xq_sel[q, j] - xt_sel[p, j]) ** 2
                     if d < last[c]:
                         base = c * w
-                        _insert(best_d[base:base + w], best_i[base:base + w], d, p)
+                        _insert(best_d, best_i, d, p, base, w)
                         last[c] = best_d[base + k]
                         limit[c] = best_d[base + k - 1] * (1.0 + 2.0 * eps)
         for c in range(nc):

@@ -69,6 +69,8 @@ from mlsky.photoz.metrics import NMAD_SCALE, OUTLIER_THRESHOLD, crps_per_object,
 
 #: Relative gap below which two neighbour distances count as tied (far above rounding).
 TIE_EPS = 1e-9
+#: Slack on score bounds for the rounding of sums in a different order (scores are ~1e-2).
+BOUND_MARGIN = 1e-9
 
 
 def _as_array(X) -> tuple[np.ndarray, list[str] | None]:
@@ -319,22 +321,33 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         return -NMAD_SCALE * np.median(np.abs(dz - np.median(dz, axis=0)), axis=0)
 
 
-#: Slack on score bounds for the rounding of sums in a different order (scores are ~1e-2).
-BOUND_MARGIN = 1e-9
+def _outlier_sides(r_lo, r_hi) -> tuple[np.ndarray, np.ndarray]:
+    """Rows surely outliers, and rows possibly outliers, when each residual lies in [r_lo, r_hi]."""
+    sure = (r_lo > OUTLIER_THRESHOLD) | (r_hi < -OUTLIER_THRESHOLD)
+    maybe = (r_hi > OUTLIER_THRESHOLD) | (r_lo < -OUTLIER_THRESHOLD)
+    return sure, maybe
+
+
+def _deviation_ranges(r_lo, r_hi):
+    """Range of the median residual, and each row's nearest and farthest absolute deviation.
+
+    The median is monotone in every residual, so it lies between the medians of the lower
+    and of the upper ends; each absolute deviation then lies between its nearest and
+    farthest values over both intervals.
+    """
+    m_lo, m_hi = np.median(r_lo), np.median(r_hi)
+    nearest = np.maximum(0.0, np.maximum(r_lo - m_hi, m_lo - r_hi))
+    farthest = np.maximum(r_hi - m_lo, m_hi - r_lo)
+    return m_lo, m_hi, nearest, farthest
 
 
 def _score_bounds(scoring, z, lo, hi) -> tuple[float, float]:
     """Lowest and highest score when each prediction may lie anywhere in [lo, hi]."""
     r_lo, r_hi = normalised_residual(z, lo), normalised_residual(z, hi)
     if scoring == "eta":
-        sure = (r_lo > OUTLIER_THRESHOLD) | (r_hi < -OUTLIER_THRESHOLD)
-        maybe = (r_hi > OUTLIER_THRESHOLD) | (r_lo < -OUTLIER_THRESHOLD)
+        sure, maybe = _outlier_sides(r_lo, r_hi)
         return -float(np.mean(maybe)), -float(np.mean(sure))
-    # The median is monotone in every residual, so it lies between these two; each absolute
-    # deviation lies between its nearest and farthest values over both intervals.
-    m_lo, m_hi = np.median(r_lo), np.median(r_hi)
-    nearest = np.maximum(0.0, np.maximum(r_lo - m_hi, m_lo - r_hi))
-    farthest = np.maximum(r_hi - m_lo, m_hi - r_lo)
+    _, _, nearest, farthest = _deviation_ranges(r_lo, r_hi)
     return -NMAD_SCALE * float(np.median(farthest)), -NMAD_SCALE * float(np.median(nearest))
 
 
@@ -346,15 +359,12 @@ def _undecided_rows(scoring, z, lo, hi, open_rows) -> np.ndarray:
     absolute deviation: the others stay on the same side of both medians whatever their
     ties do, so the score is fixed once no row is undecided.
     """
-    m = BOUND_MARGIN
-    r_lo, r_hi = normalised_residual(z, lo) - m, normalised_residual(z, hi) + m
+    r_lo = normalised_residual(z, lo) - BOUND_MARGIN
+    r_hi = normalised_residual(z, hi) + BOUND_MARGIN
     if scoring == "eta":
-        sure = (r_lo > OUTLIER_THRESHOLD) | (r_hi < -OUTLIER_THRESHOLD)
-        maybe = (r_hi > OUTLIER_THRESHOLD) | (r_lo < -OUTLIER_THRESHOLD)
+        sure, maybe = _outlier_sides(r_lo, r_hi)
         return np.flatnonzero(open_rows & maybe & ~sure)
-    m_lo, m_hi = np.median(r_lo), np.median(r_hi)
-    nearest = np.maximum(0.0, np.maximum(r_lo - m_hi, m_lo - r_hi))
-    farthest = np.maximum(r_hi - m_lo, m_hi - r_lo)
+    m_lo, m_hi, nearest, farthest = _deviation_ranges(r_lo, r_hi)
     d_lo, d_hi = np.median(nearest), np.median(farthest)
     return np.flatnonzero(open_rows & (((r_hi >= m_lo) & (r_lo <= m_hi)) | ((farthest >= d_lo) & (nearest <= d_hi))))
 
