@@ -297,6 +297,21 @@ def test_compare_finders_and_chance_level():
     assert chance["f1"] < table["f1"][0]
 
 
+
+def test_recall_vs_snr_counts_recovered_sources_per_bin():
+    from mlsky.alma.metrics import recall_vs_snr
+
+    truth = _table([(5, 5, 5, 3, 8, 3, 8, 3, 8), (20, 20, 5, 18, 23, 18, 23, 3, 8)])
+    truth["snr"] = [2.5, 8.0]
+    found = _table([(5.5, 5, 5, 3, 8, 3, 8, 3, 8)])
+    _, pairs = evaluate([truth], [found])
+    table = recall_vs_snr([truth], {"one": pairs}, edges=(0, 5, 10, 20))
+    assert table.colnames == ["finder", "SNR 0-5", "SNR 5-10", "SNR 10-20"]
+    assert list(table[0])[1:] == [1.0, 0.0, 0.0]  # the faint one found, the bright one missed, none above
+    with pytest.raises(ValueError, match="snr_true"):
+        recall_vs_snr([truth], {"bare": Table({"x": [1.0]})})
+
+
 def test_pipeline_figures(tiny_weights):
     import matplotlib
 

@@ -184,6 +184,28 @@ def flux_error_vs_snr(pairs: Table, edges: Sequence[float] = (0, 3, 5, 10, 20, n
     return Table(rows=rows, names=("snr_min", "snr_max", "n", "mean_rel_error", "std_rel_error"))
 
 
+def recall_vs_snr(truths: Iterable[Table], pairs: dict[str, Table],
+                  edges: Sequence[float] = (0, 2, 3, 5, 10, np.inf)) -> Table:
+    """Share of the true sources each finder recovers, in bins of true SNR (one row per finder).
+
+    ``pairs`` maps a finder's name to its matched pairs (from :func:`evaluate` or
+    :func:`compare_finders`), which carry ``snr_true``.
+    """
+    snr = np.concatenate([np.asarray(t["snr"], float) for t in truths])
+    bins = list(zip(edges[:-1], edges[1:]))
+    rows = []
+    for name, found in pairs.items():
+        if "snr_true" not in found.colnames:
+            raise ValueError(f"matched pairs of {name!r} lack the column 'snr_true'")
+        got = np.asarray(found["snr_true"], float)
+        rows.append([name] + [np.sum((got >= lo) & (got < hi)) / max(np.sum((snr >= lo) & (snr < hi)), 1)
+                              for lo, hi in bins])
+    table = Table(rows=rows, names=["finder"] + [f"SNR {lo}-{hi}" for lo, hi in bins])
+    for col in table.colnames[1:]:
+        table[col].format = ".2f"
+    return table
+
+
 def compare_finders(finders: dict[str, Callable[[Any], Table]], cubes: Sequence,
                     truths: Sequence[Table]) -> tuple[Table, dict[str, Table], dict[str, list[Table]]]:
     """Run every finder on the same cubes and score it (the paper's Table 4).
