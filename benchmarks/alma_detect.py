@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 import mlsky
-from mlsky.alma.detect import PIPELINE_FILE, AlmaSourceFinder
+from mlsky.alma.finder import AlmaSourceFinder
+from mlsky.alma.finder.pipeline import PIPELINE_FILE
 from mlsky.alma.peers import BlobcatFinder, PhotutilsFinder, SofiaFinder
-from mlsky.alma.simulate import random_cube
-from mlsky.alma.train import default_weights_dir
+from mlsky.alma.sim.simulate import random_cube
+from mlsky.alma.finder.train import default_weights_dir
 
 SHAPE = (128, 256, 256)
 

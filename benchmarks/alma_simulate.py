@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from mlsky.alma.dataset import make_dataset
-from mlsky.alma.simulate import random_cube
+from mlsky.alma.sim.dataset import make_dataset
+from mlsky.alma.sim.simulate import random_cube
 
 #: Seconds CASA 6.7 took for one 64 x 128 x 128 reference cube on this machine (simobserve + tclean).
 CASA_SECONDS_PER_CUBE = 45.0
@@ -31,8 +31,8 @@ SHAPE = (128, 256, 256)
 
 def _worker_peak_mb(shard_size: int) -> float:
     """Peak resident memory (MB) of a fresh process that simulates and writes one shard."""
-    from mlsky.alma.dataset import _plan, _simulate_shard
-    from mlsky.alma.uv import ObservationConfig
+    from mlsky.alma.sim.dataset import _plan, _simulate_shard
+    from mlsky.alma.sim.uv import ObservationConfig
 
     with tempfile.TemporaryDirectory() as out, mp.get_context("spawn").Pool(1) as pool:
         shard = _plan(shard_size, 0, shard_size, (1.0, 0.0, 0.0))[0]

@@ -7,7 +7,8 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from mlsky.alma.detect import CubeError, as_cube, detect, emission_ranges, probability_map, tiles, write_catalogue
+from mlsky.alma.finder import CubeError, as_cube, detect, write_catalogue
+from mlsky.alma.finder.inputs import emission_ranges, probability_map, tiles
 from mlsky.alma.metrics import (
     angle_difference,
     box_iou_3d,
@@ -18,8 +19,8 @@ from mlsky.alma.metrics import (
     parameter_residuals,
 )
 from mlsky.alma.peers import BlobcatFinder, PhotutilsFinder, SofiaFinder, reliability
-from mlsky.alma.simulate import simulate_cube
-from mlsky.alma.train import TrainingPlan, train_pipeline
+from mlsky.alma.finder.train import TrainingPlan, train_pipeline
+from mlsky.alma.sim.simulate import simulate_cube
 
 SHAPE = (16, 48, 48)
 
@@ -190,7 +191,7 @@ def test_helpers_of_the_pipeline():
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     """A pipeline trained for seconds on 12 small cubes: enough to run, not to be good."""
-    from mlsky.alma.simulate import random_cube
+    from mlsky.alma.sim.simulate import random_cube
 
     out = tmp_path_factory.mktemp("weights")
     plan = TrainingPlan(shape=(16, 32, 32), n_train=12, n_val=3, input_size=32, cutout=16, resnet_width=2,
@@ -235,7 +236,7 @@ def test_detect_resamples_another_pixel_scale(tiny_weights):
 
 
 def test_probability_map_tiles_large_images(tiny_weights):
-    from mlsky.alma.train import load_checkpoint
+    from mlsky.alma.finder.models.checkpoint import load_checkpoint
 
     out, _ = tiny_weights
     net, _ = load_checkpoint(out / "blobs_finder.pt", "blobs_finder")
@@ -271,7 +272,7 @@ def test_write_catalogue_is_atomic(tmp_path):
 
 
 def test_casa_reference_cubes_are_read_and_peers_find_sources(data_dir):
-    from mlsky.alma.casa import load_casa_reference
+    from mlsky.alma.sim.casa import load_casa_reference
 
     ref = load_casa_reference("casa_1002")
     cube = as_cube(ref)
@@ -316,8 +317,8 @@ def test_pipeline_figures(tiny_weights):
     import matplotlib
 
     matplotlib.use("Agg")
-    from mlsky.alma.detect import AlmaSourceFinder
-    from mlsky.alma.plot_detect import plot_blobs, plot_residuals, plot_spectra, plot_training_curves
+    from mlsky.alma.finder import AlmaSourceFinder
+    from mlsky.alma.finder.plot import plot_blobs, plot_residuals, plot_spectra, plot_training_curves
 
     out, history = tiny_weights
     finder = AlmaSourceFinder(out).load()
@@ -332,7 +333,7 @@ def test_pipeline_figures(tiny_weights):
 
 
 def test_finish_catalogue_maps_a_zoomed_grid_back_to_the_cube():
-    from mlsky.alma.detect import finish_catalogue
+    from mlsky.alma.finder import finish_catalogue
 
     cube = as_cube(bright_cube())
     row = dict(x=40.0, y=20.0, z=6.0, fwhm_x=4.0, fwhm_y=2.0, pa_deg=190.0, fwhm_z=2.0, flux=1e-3)

@@ -7,15 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlsky.alma.models import BlobsFinder, create_model, list_models
-from mlsky.alma.train import (
-    CheckpointError,
-    canonical_shape,
-    fit_network,
-    load_checkpoint,
-    save_checkpoint,
-    ssim,
-)
+from mlsky.alma.finder.models import BlobsFinder, create_model, list_models
+from mlsky.alma.finder.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mlsky.alma.finder.train import canonical_shape, fit_network, ssim
 
 
 def test_registry_lists_and_creates_models():

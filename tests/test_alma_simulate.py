@@ -21,9 +21,9 @@ from mlsky.alma import (
     simulate_cube,
     uv_coverage,
 )
-from mlsky.alma.antenna import AntennaConfigError
-from mlsky.alma.dataset import load_shard, make_dataset, read_manifest
-from mlsky.alma.uv import system_temperature, visibility_noise
+from mlsky.alma.sim.antenna import AntennaConfigError
+from mlsky.alma.sim.dataset import load_shard, make_dataset, read_manifest
+from mlsky.alma.sim.uv import system_temperature, visibility_noise
 
 SMALL = (16, 64, 64)
 
@@ -241,7 +241,7 @@ def test_cli_simulate(tmp_path, capsys):
 
 
 def test_agrees_with_casa_within_15_percent(data_dir):
-    from mlsky.alma.casa import compare_simulator_with_casa, load_casa_reference
+    from mlsky.alma.sim.casa import compare_simulator_with_casa, load_casa_reference
 
     ref = load_casa_reference("casa_1001")
     assert ref.dirty.shape == (64, 128, 128) and len(ref.truth) == 5
@@ -261,8 +261,8 @@ def test_overview_figure_and_casa_loader_errors(data_dir):
     import matplotlib
 
     matplotlib.use("Agg")
-    from mlsky.alma.casa import casa_reference_names, load_casa_reference
-    from mlsky.alma.plot import plot_cube_overview
+    from mlsky.alma.sim.casa import casa_reference_names, load_casa_reference
+    from mlsky.alma.sim.plot import plot_cube_overview
 
     assert casa_reference_names()[:2] == ["casa_1000", "casa_1001"]
     with pytest.raises(KeyError, match="available: casa_1000"):

@@ -1,27 +1,40 @@
 """ALMA source finding in 3-D (Delli Veneri et al. 2023): simulated cubes and their detection.
 
-- :mod:`mlsky.alma.antenna` -- CASA antenna configurations (``casadata``);
-- :mod:`mlsky.alma.uv` -- Earth-rotation synthesis, imaging weights, dirty beam, noise level;
-- :mod:`mlsky.alma.sky` -- sky models of Gaussian sources with Gaussian lines;
-- :mod:`mlsky.alma.simulate` -- dirty cubes, sky models, beams and truth tables;
-- :mod:`mlsky.alma.dataset` -- training sets of many cubes, in shards;
-- :mod:`mlsky.alma.casa` -- the check against cubes made with CASA;
-- :mod:`mlsky.alma.plot` -- an overview figure of a cube;
-- :mod:`mlsky.alma.models` -- Blobs Finder, Deep GRU and the ResNet battery, by name;
-- :mod:`mlsky.alma.train` -- training the three networks, with resumable checkpoints;
-- :mod:`mlsky.alma.detect` -- the pipeline on any cube (``detect(cube)``) into a catalogue;
-- :mod:`mlsky.alma.peers` and :mod:`mlsky.alma.metrics` -- classical finders, and scoring.
+- :mod:`mlsky.alma.sim` -- the simulator: antenna configurations, uv coverage, dirty beams,
+  sky models, dirty cubes, training sets in shards, and the check against CASA;
+- :mod:`mlsky.alma.finder` -- the finder: cube reading, network inputs, Blobs Finder, Deep GRU
+  and the ResNet battery, the pipeline (:func:`detect`), training and checkpoints;
+- :mod:`mlsky.alma.peers` -- classical finders to compare with;
+- :mod:`mlsky.alma.metrics` -- matching detections to the truth, and scores;
+- :mod:`mlsky.alma.io` -- the one FITS cube reader and atomic catalogue writes.
+
+Examples
+--------
+>>> from mlsky.alma import detect
+>>> catalogue = detect("cube.fits")        # doctest: +SKIP
 """
 
-from mlsky.alma.antenna import available_configs, load_antenna_config
-from mlsky.alma.dataset import make_dataset
-from mlsky.alma.simulate import SimulatedCube, fit_beam, random_cube, read_cube, simulate_cube
-from mlsky.alma.uv import ObservationConfig, dirty_beam, uv_coverage
+from mlsky.alma.finder import AlmaSourceFinder, detect
+from mlsky.alma.io import read_cube
+from mlsky.alma.sim import (
+    ObservationConfig,
+    SimulatedCube,
+    available_configs,
+    dirty_beam,
+    fit_beam,
+    load_antenna_config,
+    make_dataset,
+    random_cube,
+    simulate_cube,
+    uv_coverage,
+)
 
 __all__ = [
+    "AlmaSourceFinder",
     "ObservationConfig",
     "SimulatedCube",
     "available_configs",
+    "detect",
     "dirty_beam",
     "fit_beam",
     "load_antenna_config",

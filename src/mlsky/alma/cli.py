@@ -1,22 +1,27 @@
 """``mlsky alma ...``: the ALMA case study on the command line.
 
-``mlsky alma simulate --n N --out DIR --seed S`` makes a training set of simulated cubes
-(:func:`mlsky.alma.dataset.make_dataset`); ``mlsky alma compare-casa`` checks the simulator
-against the CASA reference cubes. Each action is a sub-command of ``alma``, registered by its
-own ``add_*`` function.
+Each action is a sub-command of ``alma``, registered by its own ``add_*`` function.
+
+Examples
+--------
+.. code-block:: bash
+
+    mlsky alma simulate --n 1000 --out cubes/ --seed 1   # a training set, in resumable shards
+    mlsky alma compare-casa                             # the simulator against CASA-made cubes
+    mlsky alma train --out weights/                     # all three networks, at MLSKY_SCALE
+    mlsky alma detect cube.fits -o catalogue.ecsv       # the finder on any FITS cube
 """
 
 from __future__ import annotations
 
 import argparse
-
-from mlsky.alma import cli_detect
+from pathlib import Path
 
 
 def simulate(args: argparse.Namespace) -> int:
-    """Run :func:`~mlsky.alma.dataset.make_dataset` with the command line's arguments."""
-    from mlsky.alma.dataset import make_dataset
-    from mlsky.alma.uv import ObservationConfig
+    """Run :func:`~mlsky.alma.sim.dataset.make_dataset` with the command line's arguments."""
+    from mlsky.alma.sim.dataset import make_dataset
+    from mlsky.alma.sim.uv import ObservationConfig
 
     config = ObservationConfig(antenna_config=args.config, dec_deg=args.dec, freq_hz=args.freq_ghz * 1e9,
                                cell_arcsec=args.cell, weighting=args.weighting, robust=args.robust)
@@ -54,7 +59,7 @@ def add_simulate(sub) -> None:
 
 def compare_casa(args: argparse.Namespace) -> int:
     """Print the comparison of mlsky's simulator with the CASA reference cubes (15% agreement)."""
-    from mlsky.alma.casa import compare_simulator_with_casa
+    from mlsky.alma.sim.casa import compare_simulator_with_casa
 
     table = compare_simulator_with_casa(args.names or None)
     cols = ["name", "bmaj_ratio", "bmin_ratio", "corr_len_ratio", "rms_ratio", "rms_ratio_min", "rms_ratio_max",
@@ -73,11 +78,70 @@ def add_compare_casa(sub) -> None:
     p.set_defaults(func=compare_casa)
 
 
+def detect(args: argparse.Namespace) -> int:
+    """Find and characterise the sources of a FITS cube and write their catalogue.
+
+    The output is checked before any work, and nothing is written when anything fails.
+    """
+    from mlsky.alma.finder import detect as run_pipeline
+    from mlsky.alma.io import check_catalogue_path, write_catalogue
+
+    output = check_catalogue_path(args.output, overwrite=args.overwrite)
+    catalogue = run_pipeline(args.cube, weights=args.weights)
+    write_catalogue(catalogue, output)
+    print(f"{len(catalogue)} sources -> {output}")
+    return 0
+
+
+def add_detect(sub) -> None:
+    """Add ``mlsky alma detect``."""
+    p = sub.add_parser("detect", help="find and characterise the sources of a FITS cube",
+                       description=detect.__doc__.splitlines()[0])
+    p.add_argument("cube", type=Path, help="dirty cube (FITS with RA/Dec/FREQ WCS)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="catalogue to write (.ecsv, .fits, .csv, .vot)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="folder written by `mlsky alma train` (default: the cache folder for MLSKY_SCALE)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
+    p.set_defaults(func=detect)
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train Blobs Finder, Deep GRU and the ResNet battery on simulated cubes at MLSKY_SCALE."""
+    from mlsky.alma.finder.pipeline import PipelineConfig
+    from mlsky.alma.finder.train import default_weights_dir, train_pipeline
+    from mlsky.config import describe
+
+    out = args.out or default_weights_dir()
+    print(describe())
+    history = train_pipeline(out, seed=args.seed)
+    # Report the point that was saved, not a re-ranking of the scan (ties broke differently).
+    saved = PipelineConfig.read(out)
+    best = next(s for s in history["thresholds"]
+                if (s["window"], s["blob_threshold"], s["gru_threshold"])
+                == (saved.window, saved.blob_threshold, saved.gru_threshold))
+    print(f"validation: precision {best['precision']:.3f} recall {best['recall']:.3f} F1 {best['f1']:.3f} "
+          f"mean IoU {best['mean_iou']:.3f} (blob threshold {best['blob_threshold']}, GRU threshold "
+          f"{best['gru_threshold']}, window {best['window']} channels)")
+    print(f"checkpoints in {out}")
+    return 0
+
+
+def add_train(sub) -> None:
+    """Add ``mlsky alma train``."""
+    p = sub.add_parser("train", help="train Blobs Finder, Deep GRU and the ResNets on simulated cubes",
+                       description=train.__doc__)
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the checkpoints (default: the cache folder for MLSKY_SCALE); resumes there")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulations and of training")
+    p.set_defaults(func=train)
+
+
 def register(subparsers) -> None:
     """Add the ``alma`` command and its sub-commands to ``mlsky``'s parser."""
-    parser = subparsers.add_parser("alma", help="ALMA source finding: simulate cubes",
+    parser = subparsers.add_parser("alma", help="ALMA source finding: simulate cubes, train, detect",
                                    description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="alma_command", required=True)
     add_simulate(sub)
     add_compare_casa(sub)
-    cli_detect.register(sub)
+    add_train(sub)
+    add_detect(sub)

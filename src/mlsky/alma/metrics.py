@@ -6,7 +6,7 @@ A detection and a true source can be matched when the centre of either lies insi
 positives (TP), unmatched detections false positives (FP), unmatched sources false
 negatives (FN).
 
-Catalogues and truth tables share the column names of :mod:`mlsky.alma.simulate`: ``x, y, z``
+Catalogues and truth tables share the column names of :mod:`mlsky.alma.sim.simulate`: ``x, y, z``
 (0-based pixels / channels), the box ``x0, x1, y0, y1, z0, z1`` (inclusive-exclusive) and,
 where estimated, ``fwhm_x, fwhm_y, pa_deg, fwhm_z, flux``.
 
@@ -216,7 +216,7 @@ def compare_finders(finders: dict[str, Callable[[Any], Table]], cubes: Sequence,
         Name -> function from a cube to a catalogue (e.g. a finder's ``predict``).
     cubes
         The cubes, in any form the finders read (read them once, e.g. with
-        :func:`mlsky.alma.detect.as_cube`, so that the timing is the finders').
+        :func:`mlsky.alma.finder.as_cube`, so that the timing is the finders').
     truths
         The truth table of each cube.
 

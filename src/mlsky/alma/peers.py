@@ -13,7 +13,7 @@
 Each finder is an estimator: parameters in ``__init__``; :meth:`fit` tunes the threshold and
 minimum size by a grid search for the best F1 on validation cubes with truth tables (as
 carefully as the pipeline's thresholds are tuned); :meth:`predict` returns a catalogue with
-the columns of :func:`mlsky.alma.detect.finish_catalogue`.
+the columns of :func:`mlsky.alma.finder.finish_catalogue`.
 
 Examples
 --------
@@ -32,9 +32,9 @@ import numpy as np
 from astropy.table import Table
 from scipy import ndimage, stats
 
-from mlsky.alma.detect import Cube, as_cube, finish_catalogue, integrated_image
+from mlsky.alma.finder import Cube, as_cube, finish_catalogue, integrated_image
 from mlsky.alma.metrics import evaluate
-from mlsky.alma.sky import FWHM_PER_SIGMA
+from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 
 FULL_3D = np.ones((3, 3, 3), bool)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlsky.alma.models import register_model
+from mlsky.alma.finder.models import register_model
 
 
 @register_model("deep_gru")

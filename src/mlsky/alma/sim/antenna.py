@@ -7,7 +7,7 @@ y north, z up) for ``coordsys=LOC``.
 
 Examples
 --------
->>> from mlsky.alma.antenna import load_antenna_config
+>>> from mlsky.alma.sim.antenna import load_antenna_config
 >>> ants = load_antenna_config("alma.cycle9.3.cfg")
 >>> len(ants), ants.meta["observatory"]
 (43, 'ALMA')

@@ -1,17 +1,17 @@
 """The three networks of the ALMA pipeline (Delli Veneri et al. 2023), one per file.
 
-- :class:`~mlsky.alma.models.blobs_finder.BlobsFinder` -- convolutional autoencoder that turns
+- :class:`~mlsky.alma.finder.models.blobs_finder.BlobsFinder` -- convolutional autoencoder that turns
   the frequency-integrated dirty image into a 2-D source probability map (the paper's Table 3);
-- :class:`~mlsky.alma.models.deep_gru.DeepGRU` -- stacked GRUs that mark the channels with
+- :class:`~mlsky.alma.finder.models.deep_gru.DeepGRU` -- stacked GRUs that mark the channels with
   emission in a dirty spectrum (spectral focusing, the paper's Fig. 6);
-- :class:`~mlsky.alma.models.resnet.ResNet18` -- the ResNet-18-like regressor of the battery
+- :class:`~mlsky.alma.finder.models.resnet.ResNet18` -- the ResNet-18-like regressor of the battery
   that estimates FWHMx, FWHMy, position angle and flux (the paper's Fig. 8).
 
 Models are plain :class:`torch.nn.Module` objects created by name, as in timm.
 
 Examples
 --------
->>> from mlsky.alma.models import create_model, list_models
+>>> from mlsky.alma.finder.models import create_model, list_models
 >>> list_models()
 ['blobs_finder', 'deep_gru', 'resnet18']
 >>> net = create_model("blobs_finder", input_size=64)
@@ -65,9 +65,9 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 
 # Imported for their registration side effect.
-from mlsky.alma.models import blobs_finder, deep_gru, resnet  # noqa: E402,F401
-from mlsky.alma.models.blobs_finder import BlobsFinder  # noqa: E402
-from mlsky.alma.models.deep_gru import DeepGRU  # noqa: E402
-from mlsky.alma.models.resnet import ResNet18  # noqa: E402
+from mlsky.alma.finder.models import blobs_finder, deep_gru, resnet  # noqa: E402,F401
+from mlsky.alma.finder.models.blobs_finder import BlobsFinder  # noqa: E402
+from mlsky.alma.finder.models.deep_gru import DeepGRU  # noqa: E402
+from mlsky.alma.finder.models.resnet import ResNet18  # noqa: E402
 
 __all__ = ["BlobsFinder", "DeepGRU", "ResNet18", "create_model", "list_models", "register_model"]

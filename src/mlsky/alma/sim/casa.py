@@ -4,13 +4,13 @@ The data set ``alma_casa_reference`` (found through :func:`mlsky.data.locate`) h
 cubes, sky models and dirty beams made with CASA 6.7 from ``alma.cycle9.3.cfg``: 230 GHz,
 64 channels of 10 MHz, 128 x 128 pixels of 0.1", declination -30 deg around transit, 2400 s
 in 10 s integrations, thermal noise from ``tsys-atm`` at pwv 0.8 mm, Briggs robust 0.5 --
-the defaults of :class:`~mlsky.alma.uv.ObservationConfig`. :func:`compare_simulator_with_casa`
+the defaults of :class:`~mlsky.alma.sim.uv.ObservationConfig`. :func:`compare_simulator_with_casa`
 observes each reference sky with mlsky's simulator and compares the beam, the noise's
 spatial correlation and its level.
 
 Examples
 --------
->>> from mlsky.alma.casa import compare_simulator_with_casa
+>>> from mlsky.alma.sim.casa import compare_simulator_with_casa
 >>> table = compare_simulator_with_casa(["casa_1000"])   # doctest: +SKIP
 >>> bool(table["within_15pct"].all())                    # doctest: +SKIP
 True
@@ -24,9 +24,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from mlsky.alma.simulate import SimulatedCube, _with_snr, fit_beam, read_cube, simulate_cube
-from mlsky.alma.sky import FWHM_PER_SIGMA, validate_sources
-from mlsky.alma.uv import ObservationConfig
+from mlsky.alma.io import read_cube
+from mlsky.alma.sim.simulate import SimulatedCube, _with_snr, fit_beam, simulate_cube
+from mlsky.alma.sim.sky import FWHM_PER_SIGMA, validate_sources
+from mlsky.alma.sim.uv import ObservationConfig
 from mlsky.data import locate
 
 DATASET = "alma_casa_reference"

@@ -2,7 +2,7 @@
 
 The dirty cube of each channel is the primary-beam attenuated sky convolved with that
 channel's dirty beam, computed in the uv plane as ``IFFT(W * FFT(sky))`` with ``W`` the
-gridded imaging weights (:mod:`mlsky.alma.uv`); thermal noise is drawn per gridded uv cell
+gridded imaging weights (:mod:`mlsky.alma.sim.uv`); thermal noise is drawn per gridded uv cell
 from the visibilities' radiometer noise and transformed with the same weights, so the image
 noise is correlated like real interferometric noise.
 
@@ -13,11 +13,11 @@ smearing (fields of about 25" at 230 GHz); antenna shadowing (none above 30 deg 
 for these arrays); calibration errors and atmospheric phase noise. Against CASA's
 ``simobserve`` + ``tclean`` the beam FWHM agrees within 0.3%, the noise level and its
 correlation length within 3%, and CASA's dirty cube minus ours without noise is noise
-(:mod:`mlsky.alma.casa`).
+(:mod:`mlsky.alma.sim.casa`).
 
 Examples
 --------
->>> from mlsky.alma.simulate import random_cube
+>>> from mlsky.alma.sim.simulate import random_cube
 >>> cube = random_cube(0, shape=(16, 64, 64))
 >>> cube.dirty.shape, len(cube.truth) >= 1
 ((16, 64, 64), True)
@@ -35,8 +35,9 @@ import scipy.fft
 from astropy.io import fits
 from astropy.table import Table
 
-from mlsky.alma.sky import FWHM_PER_SIGMA, random_sources, sky_cube, validate_sources
-from mlsky.alma.uv import (
+from mlsky.alma.io import read_cube
+from mlsky.alma.sim.sky import FWHM_PER_SIGMA, random_sources, sky_cube, validate_sources
+from mlsky.alma.sim.uv import (
     ObservationConfig,
     channel_weights,
     dirty_beam,
@@ -146,29 +147,6 @@ class SimulatedCube:
         return cls(dirty, sky, beam, truth, header, float(truth.meta.get("noise_rms", np.nan)), per_channel)
 
 
-def read_cube(path: str | Path) -> tuple[np.ndarray, fits.Header]:
-    """Read a FITS cube (the first HDU with data), dropping degenerate (Stokes) axes.
-
-    Raises
-    ------
-    ValueError
-        If the file holds no 3-D data, naming the file and the shape found.
-    """
-    path = Path(path)
-    try:
-        with fits.open(path) as hdul:
-            hdu = next((h for h in hdul if h.data is not None), None)
-            if hdu is None:
-                raise ValueError(f"{path}: no HDU holds data")
-            data, header = np.asarray(hdu.data, dtype=np.float32), hdu.header.copy()
-    except OSError as err:
-        raise ValueError(f"{path}: not a readable FITS file ({err})") from err
-    squeezed = data.reshape([n for n in data.shape if n != 1]) if data.ndim > 3 else data
-    if squeezed.ndim != 3:
-        raise ValueError(f"{path}: not a data cube; expected 3 axes (freq, y, x), found shape {data.shape}")
-    return squeezed, header
-
-
 def cube_header(config: ObservationConfig, shape: tuple[int, int, int], beam_fwhm: tuple[float, float, float]) -> fits.Header:
     """FITS header of a cube: RA---SIN/DEC--SIN at the phase centre, FREQ, BUNIT, restoring beam."""
     n_chan, ny, nx = shape
@@ -196,7 +174,7 @@ def cube_header(config: ObservationConfig, shape: tuple[int, int, int], beam_fwh
     h["OBJECT"] = "mlsky simulation"
     h["ANTCFG"] = Path(config.antenna_config).name
     h["WEIGHT"] = config.weighting if config.weighting == "natural" else f"briggs {config.robust:g}"
-    h["ORIGIN"] = "mlsky.alma.simulate"
+    h["ORIGIN"] = "mlsky.alma.sim.simulate"
     return h
 
 
@@ -207,7 +185,7 @@ def fit_beam(beam: np.ndarray) -> tuple[float, float, float]:
 
     Examples
     --------
-    >>> from mlsky.alma.uv import dirty_beam
+    >>> from mlsky.alma.sim.uv import dirty_beam
     >>> bmaj, bmin, bpa = fit_beam(dirty_beam(shape=(128, 128)))
     >>> 5 < bmin <= bmaj < 15
     True
@@ -262,11 +240,11 @@ def simulate_cube(sources: Table, *, shape=(128, 256, 256), config: ObservationC
     Parameters
     ----------
     sources
-        Table of sources (see :mod:`mlsky.alma.sky` for the columns).
+        Table of sources (see :mod:`mlsky.alma.sim.sky` for the columns).
     shape
         ``(n_chan, ny, nx)`` of the cube.
     config
-        The observation (default :class:`~mlsky.alma.uv.ObservationConfig`, the CASA
+        The observation (default :class:`~mlsky.alma.sim.uv.ObservationConfig`, the CASA
         reference set-up).
     seed
         Seed of the thermal noise.

@@ -2,8 +2,8 @@
 
 Examples
 --------
->>> from mlsky.alma.simulate import random_cube
->>> from mlsky.alma.plot import plot_cube_overview
+>>> from mlsky.alma.sim.simulate import random_cube
+>>> from mlsky.alma.sim.plot import plot_cube_overview
 >>> fig = plot_cube_overview(random_cube(0, shape=(32, 64, 64)))
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlsky.alma.simulate import SimulatedCube
+from mlsky.alma.sim.simulate import SimulatedCube
 
 
 def _boxes(ax, truth) -> None:
@@ -28,7 +28,7 @@ def plot_cube_overview(cube: SimulatedCube, source: int = 0, beam_zoom: int = 32
     Parameters
     ----------
     cube
-        A :class:`~mlsky.alma.simulate.SimulatedCube` (or a CASA reference cube).
+        A :class:`~mlsky.alma.sim.simulate.SimulatedCube` (or a CASA reference cube).
     source
         Row of ``cube.truth`` whose spectrum is shown (summed over its bounding box).
     beam_zoom

@@ -13,7 +13,7 @@ this module computes exactly as ``IFFT(W * FFT(sky))`` with ``W`` the gridded we
 
 Examples
 --------
->>> from mlsky.alma.uv import ObservationConfig, dirty_beam
+>>> from mlsky.alma.sim.uv import ObservationConfig, dirty_beam
 >>> beam = dirty_beam(ObservationConfig(), shape=(128, 128))
 >>> float(beam.max())
 1.0
@@ -27,7 +27,7 @@ from functools import lru_cache
 import numpy as np
 from astropy import constants as const
 
-from mlsky.alma.antenna import load_antenna_config
+from mlsky.alma.sim.antenna import load_antenna_config
 
 #: Latitude of the ALMA site (Chajnantor), degrees; CASA's observatory table.
 ALMA_LATITUDE_DEG = -23.022886
@@ -46,7 +46,7 @@ class ObservationConfig:
     ----------
     antenna_config
         A casadata configuration name or a ``.cfg`` path (see
-        :func:`mlsky.alma.antenna.load_antenna_config`).
+        :func:`mlsky.alma.sim.antenna.load_antenna_config`).
     dec_deg
         Declination of the phase centre (degrees).
     ra_deg

@@ -2,7 +2,7 @@
 
 Examples
 --------
->>> from mlsky.alma.plot_detect import plot_training_curves
+>>> from mlsky.alma.finder.plot import plot_training_curves
 >>> fig = plot_training_curves({"deep_gru": {"train": [0.6, 0.4], "val": [0.5, 0.45]}})
 """
 
@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from astropy.table import Table
 
-from mlsky.alma.detect import AlmaSourceFinder, as_cube, integrated_image
+from mlsky.alma.finder import AlmaSourceFinder, as_cube, integrated_image
 from mlsky.alma.metrics import angle_difference
 
 
@@ -49,7 +49,7 @@ def plot_blobs(finder: AlmaSourceFinder, cubes: Sequence):
     """
     import matplotlib.pyplot as plt
 
-    from mlsky.alma.train import footprint_map
+    from mlsky.alma.finder.train import footprint_map
 
     fig, axes = plt.subplots(3, len(cubes), figsize=(3 * len(cubes), 9), constrained_layout=True, squeeze=False)
     for j, sim in enumerate(cubes):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlsky.alma.models import register_model
+from mlsky.alma.finder.models import register_model
 
 ENCODER_CHANNELS = (1, 8, 16, 32, 64)
 

@@ -1,6 +1,6 @@
 """Training sets of simulated cubes, written in shards with a manifest.
 
-``make_dataset(n, out, seed)`` simulates ``n`` random cubes (:func:`~mlsky.alma.simulate.random_cube`)
+``make_dataset(n, out, seed)`` simulates ``n`` random cubes (:func:`~mlsky.alma.sim.simulate.random_cube`)
 on every core and writes them as ``.npz`` shards of float16 arrays in mJy (dirty
 in mJy/beam, sky in mJy/pixel; float16 keeps three significant digits there) with their
 truth tables, plus ``manifest.json``. Each cube's seed derives from ``(seed, cube index)``
@@ -10,7 +10,7 @@ an interrupted run is resumed by running it again: complete shards are kept.
 
 Examples
 --------
->>> from mlsky.alma.dataset import make_dataset, load_shard
+>>> from mlsky.alma.sim.dataset import make_dataset, load_shard
 >>> manifest = make_dataset(4, "alma_set", seed=0, shape=(8, 32, 32), workers=1)  # doctest: +SKIP
 >>> shard = load_shard("alma_set", manifest["shards"][0]["file"])                  # doctest: +SKIP
 """
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table, vstack
 
-from mlsky.alma.simulate import TRUTH_COLUMNS, _check_shape, random_cube
-from mlsky.alma.uv import ObservationConfig, channel_weights, dirty_beam
+from mlsky.alma.sim.simulate import TRUTH_COLUMNS, _check_shape, random_cube
+from mlsky.alma.sim.uv import ObservationConfig, channel_weights, dirty_beam
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

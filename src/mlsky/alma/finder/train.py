@@ -1,18 +1,16 @@
 """Training the three networks of the ALMA pipeline on simulated cubes.
 
 :func:`train_pipeline` simulates training and validation cubes with
-:func:`mlsky.alma.simulate.random_cube`, builds the inputs of each network, trains Blobs
+:func:`mlsky.alma.sim.random_cube`, builds the inputs of each network, trains Blobs
 Finder, Deep GRU and the ResNet battery with resumable checkpoints, and chooses the detection
 thresholds on the validation cubes. Sizes follow ``MLSKY_SCALE`` (:func:`training_plan`).
 
-A checkpoint holds the model's registry name, its version, its constructor arguments, the
-weights, the optimiser state, the epoch and the loss history; loading one for another model or
-version is an error (:class:`CheckpointError`). Files are written to a temporary name and
-renamed, so an interrupted run never leaves a half-written checkpoint.
+Checkpoints are written with :mod:`mlsky.alma.finder.models.checkpoint`, so an interrupted run
+never leaves a half-written one and resumes from the last epoch.
 
 Examples
 --------
->>> from mlsky.alma.train import train_pipeline
+>>> from mlsky.alma.finder.train import train_pipeline
 >>> history = train_pipeline("weights/")          # doctest: +SKIP
 >>> sorted(history)                               # doctest: +SKIP
 ['blobs_finder', 'deep_gru', 'resnet_flux', 'resnet_fwhm_x', 'resnet_fwhm_y', 'resnet_pa', 'thresholds']
@@ -31,111 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mlsky.alma.detect import (
-    BATTERY,
-    AlmaSourceFinder,
-    Cube,
-    PipelineConfig,
-    as_cube,
-    battery_input,
-    box_spectrum,
-    integrated_image,
-)
-from mlsky.alma.models import create_model
-from mlsky.alma.sky import FWHM_PER_SIGMA
+from mlsky.alma.finder.cube import Cube, as_cube
+from mlsky.alma.finder.inputs import battery_input, box_spectrum, integrated_image
+from mlsky.alma.finder.models import create_model
+from mlsky.alma.finder.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from mlsky.alma.finder.pipeline import BATTERY, AlmaSourceFinder, PipelineConfig, default_weights_dir
+from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 from mlsky.config import by_scale, get_device, get_scale, seed_everything
-
-CHECKPOINT_FORMAT = "mlsky-alma-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not belong to the model asked for, or is unreadable."""
-
-
-def default_weights_dir() -> Path:
-    """Where ``mlsky alma train`` writes without ``--out``: the cache, one folder per scale."""
-    from mlsky.data import cache_dir
-
-    return cache_dir() / "alma_weights" / get_scale()
-
-
-# --- checkpoints -------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, epoch: int, history: dict,
-                    optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None,
-                    best_state_dict: dict | None = None) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename).
-
-    ``state_dict`` is the last epoch's (to resume); ``best_state_dict``, when given, the
-    weights used for inference (the best validation epoch).
-    """
-    from mlsky import __version__
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "model_name": model.model_name,
-        "model_version": model.version,
-        "model_kwargs": getattr(model, "init_kwargs", {}),
-        "state_dict": model.state_dict(),
-        "best_state_dict": best_state_dict,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "epoch": epoch,
-        "history": history,
-        "extra": extra or {},
-        "mlsky_version": __version__,
-    }
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def read_checkpoint(path: str | os.PathLike, model_name: str) -> dict:
-    """Read a checkpoint and check that it holds ``model_name`` at the version this mlsky builds.
-
-    Raises
-    ------
-    FileNotFoundError
-        No such file.
-    CheckpointError
-        Not an mlsky checkpoint, another model, or another version of the model.
-    """
-    from mlsky.alma.models import _REGISTRY
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {path}; train the pipeline with `mlsky alma train --out DIR`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises pickle, zip and runtime errors for a bad file
-        raise CheckpointError(f"{path} is not a readable checkpoint: {err}") from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an mlsky ALMA checkpoint")
-    if state.get("format_version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {state.get('format_version')}; this mlsky reads {CHECKPOINT_VERSION}")
-    if state["model_name"] != model_name:
-        raise CheckpointError(f"{path} holds model {state['model_name']!r}, not {model_name!r}")
-    expected = _REGISTRY[model_name].version
-    if state["model_version"] != expected:
-        raise CheckpointError(
-            f"{path} holds {model_name} version {state['model_version']}; this mlsky builds version {expected}: retrain it"
-        )
-    return state
-
-
-def load_checkpoint(path: str | os.PathLike, model_name: str, device=None) -> tuple[nn.Module, dict]:
-    """The trained model of a checkpoint (in eval mode) and its ``extra`` dictionary."""
-    state = read_checkpoint(path, model_name)
-    model = create_model(model_name, **state["model_kwargs"])
-    best = state.get("best_state_dict")
-    model.load_state_dict(best if best is not None else state["state_dict"])
-    return model.to(device or "cpu").eval(), state["extra"]
-
 
 # --- losses ------------------------------------------------------------------------------
 
@@ -316,7 +216,7 @@ def simulate_cubes(n: int, shape: tuple[int, int, int], seed: int) -> Iterator:
     A generator, so that a training set of hundreds of cubes never sits in memory at once;
     wrap it in ``list`` to keep the cubes.
     """
-    from mlsky.alma.simulate import random_cube
+    from mlsky.alma.sim.simulate import random_cube
 
     for i in tqdm(range(n), desc="simulating", leave=False):
         yield random_cube(seed + i, shape=shape)
@@ -349,11 +249,6 @@ def canonical_shape(fwhm_x, fwhm_y, pa_deg) -> tuple[np.ndarray, np.ndarray, np.
     return np.where(swap, fy, fx), np.where(swap, fx, fy), np.where(swap, pa + 90.0, pa) % 180.0
 
 
-def blobs_set(cubes: Iterable, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integrated dirty images and footprint maps ``(n, 1, N, N)``, zero-padded to ``input_size``."""
-    return _stack([_blobs_item(sim, input_size) for sim in cubes])
-
-
 def _blobs_item(sim, input_size: int, cube: Cube | None = None) -> tuple[np.ndarray, np.ndarray]:
     cube = cube or as_cube(sim)
     image = integrated_image(cube)
@@ -374,21 +269,6 @@ def _emission_target(truth, n_chan: int, x0: int, x1: int, y0: int, y1: int) -> 
     return target
 
 
-def gru_set(cubes: Iterable, rng: np.random.Generator, copies: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised box spectra and their emission masks.
-
-    Boxes are centred near each true source with half-sizes of 0.5-1.5 FWHM (as Blobs Finder's
-    regions vary), plus as many boxes on random positions (mostly empty sky, so the GRU learns
-    to reject false positives).
-    """
-    xs, ys = [], []
-    for sim in cubes:
-        x, y = _gru_items(sim, rng, copies)
-        xs += x
-        ys += y
-    return np.stack(xs), np.stack(ys)
-
-
 def _gru_items(sim, rng: np.random.Generator, copies: int = 3, cube: Cube | None = None) -> tuple[list, list]:
     cube = cube or as_cube(sim)
     n_chan, ny, nx = cube.data.shape
@@ -404,24 +284,6 @@ def _gru_items(sim, rng: np.random.Generator, copies: int = 3, cube: Cube | None
             xs.append(box_spectrum(cube, x0, x1, y0, y1))
             ys.append(_emission_target(sim.truth, n_chan, x0, x1, y0, y1))
     return xs, ys
-
-
-def battery_set(cubes: Iterable, size: int, rng: np.random.Generator, min_snr: float = 3.0,
-                copies: int = 2) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """ResNet inputs for the true sources with SNR >= ``min_snr`` and their targets.
-
-    Positions are jittered by 0.5 px and the emission range by one channel, as the detector's
-    estimates are. Targets: canonical FWHMs (pix), (cos 2pa, sin 2pa) and log10(flux / noise).
-    """
-    xs, targets = [], {name: [] for name in BATTERY}
-    for sim in cubes:
-        x, t = _battery_items(sim, size, rng, min_snr, copies)
-        xs += x
-        for name in BATTERY:
-            targets[name] += t[name]
-    if not xs:
-        raise ValueError(f"no source with SNR >= {min_snr} among the training cubes: simulate more cubes")
-    return np.stack(xs)[:, None].astype(np.float32), {k: np.asarray(v, np.float32) for k, v in targets.items()}
 
 
 def _battery_items(sim, size: int, rng: np.random.Generator, min_snr: float = 3.0, copies: int = 2,
@@ -496,7 +358,7 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
         Seed of the simulations and of training. Training cubes use seeds ``seed + i``;
         validation cubes ``seed + 10**6 + i``.
     train_cubes, val_cubes
-        Cubes to use instead of simulating them (anything :func:`~mlsky.alma.detect.as_cube`
+        Cubes to use instead of simulating them (anything :func:`~mlsky.alma.finder.cube.as_cube`
         reads, with a ``truth`` table).
 
     Returns
@@ -554,7 +416,7 @@ def tune_thresholds(weights: str | os.PathLike, val_cubes: Sequence,
     Each network runs once per cube (or box) and window; only the thresholds change across the
     grid. The chosen values are written to ``pipeline.json``; returns every point's scores.
     """
-    from mlsky.alma.detect import finish_catalogue
+    from mlsky.alma.finder.catalogue import finish_catalogue
     from mlsky.alma.metrics import evaluate
 
     folder = Path(weights)

@@ -1,0 +1,93 @@
+"""The inputs of the three networks, cut from a :class:`~mlsky.alma.finder.cube.Cube`.
+
+Shared by the pipeline (:mod:`mlsky.alma.finder.pipeline`) and training
+(:mod:`mlsky.alma.finder.train`), so that both see exactly the same images and spectra.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.stats import mad_std
+from scipy import ndimage
+
+from mlsky.alma.finder.cube import Cube
+from mlsky.alma.sim.sky import FWHM_PER_SIGMA
+
+
+def integrated_image(cube: Cube, channels: slice = slice(None)) -> np.ndarray:
+    """Sum of the noise-normalised channels over ``channels``, divided by sqrt(n): unit noise."""
+    snr = cube.snr[channels]
+    return (snr.sum(axis=0) / np.sqrt(max(len(snr), 1))).astype(np.float32)
+
+
+def box_spectrum(cube: Cube, x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
+    """The dirty spectrum summed over a 2-D box, standardised by its median and robust rms."""
+    spec = cube.snr[:, y0:y1, x0:x1].sum(axis=(1, 2)).astype(np.float64)
+    scale = mad_std(spec)
+    return ((spec - np.median(spec)) / (scale if scale > 0 else 1.0)).astype(np.float32)
+
+
+def cutout(image: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
+    """A ``size x size`` cutout centred on pixel ``(x, y)``, zero outside the image."""
+    out = np.zeros((size, size), np.float32)
+    cx, cy = int(round(x)) - size // 2, int(round(y)) - size // 2
+    ys, xs = slice(max(cy, 0), min(cy + size, image.shape[0])), slice(max(cx, 0), min(cx + size, image.shape[1]))
+    out[ys.start - cy : ys.stop - cy, xs.start - cx : xs.stop - cx] = image[ys, xs]
+    return out
+
+
+def emission_ranges(prob: np.ndarray, threshold: float = 0.5, min_channels: int = 1) -> list[tuple[int, int]]:
+    """Runs of channels where ``prob > threshold`` (gaps of one channel closed), as (z0, z1)."""
+    on = ndimage.binary_closing(prob > threshold, structure=np.ones(3)) | (prob > threshold)
+    labels, n = ndimage.label(on)
+    runs = [tuple(int(v) for v in (np.flatnonzero(labels == k)[[0, -1]] + [0, 1])) for k in range(1, n + 1)]
+    return [r for r in runs if r[1] - r[0] >= min_channels]
+
+
+def tiles(size: int, tile: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` covering ``size`` with at least a quarter overlap."""
+    if size <= tile:
+        return [0]
+    step = tile * 3 // 4
+    starts = list(range(0, size - tile, step))
+    return starts + [size - tile]
+
+
+def probability_map(model, image: np.ndarray, device=None) -> np.ndarray:
+    """Blobs Finder's map for an image of any size: zero-padded or tiled to its input.
+
+    Where tiles overlap, the larger probability is kept.
+    """
+    import torch
+
+    n = model.input_size
+    ny, nx = image.shape
+    padded = np.zeros((max(ny, n), max(nx, n)), np.float32)
+    padded[:ny, :nx] = image
+    out = np.zeros_like(padded)
+    patches, where = [], []
+    for y0 in tiles(padded.shape[0], n):
+        for x0 in tiles(padded.shape[1], n):
+            patches.append(padded[y0 : y0 + n, x0 : x0 + n])
+            where.append((y0, x0))
+    with torch.no_grad():
+        probs = model(torch.from_numpy(np.stack(patches)[:, None]).to(device or "cpu")).cpu().numpy()[:, 0]
+    for (y0, x0), p in zip(where, probs):
+        np.maximum(out[y0 : y0 + n, x0 : x0 + n], p, out=out[y0 : y0 + n, x0 : x0 + n])
+    return out[:ny, :nx]
+
+
+# --- the catalogue ---------------------------------------------------------------------
+def fwhm_z_from_range(z0: int, z1: int) -> float:
+    """Line FWHM (channels) of an emission range taken as the truth's box, +-3 sigma."""
+    return max(z1 - z0 - 1, 1) * FWHM_PER_SIGMA / 6.0
+
+
+def battery_input(cube: Cube, x: float, y: float, z0: int, z1: int, size: int) -> np.ndarray:
+    """The ResNets' input: the noise-normalised sum over ``[z0, z1)`` around ``(x, y)``, / 10.
+
+    A plain sum (not a mean) keeps the flux in the image; dividing by 10 keeps typical
+    values of order one.
+    """
+    image = cube.snr[z0:z1].sum(axis=0)
+    return cutout(image, x, y, size) / 10.0

@@ -1,0 +1,257 @@
+"""Finding and characterising sources in ALMA cubes with the deep-learning pipeline.
+
+The pipeline of Delli Veneri et al. (2023), in three steps:
+
+1. **Blobs Finder** turns the frequency-integrated dirty image into a source probability map;
+   thresholding it and labelling connected regions gives 2-D boxes.
+2. **Deep GRU** reads the dirty spectrum inside each box and marks the channels with emission;
+   each emission range is a detection (z, its extent), and a box with two ranges is flagged
+   for deblending. Boxes with no emission are dropped as false positives.
+3. The **ResNet battery** regresses FWHMx, FWHMy, position angle and flux from a cutout
+   integrated over the emission range.
+
+Any cube size works: the integrated image is zero-padded or tiled to the network's input, and
+a cube with another pixel scale or channel width than the training cubes is resampled to
+them first (both read from the WCS). NaN-blanked voxels count as empty sky.
+
+Examples
+--------
+>>> from mlsky.alma import detect
+>>> catalogue = detect("cube.fits", weights="weights/")   # doctest: +SKIP
+>>> catalogue["ra", "dec", "freq", "flux", "deblend"]     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+from scipy import ndimage
+
+from mlsky.alma.finder.catalogue import finish_catalogue
+from mlsky.alma.finder.cube import Cube, as_cube, resample
+from mlsky.alma.finder.inputs import (
+    battery_input,
+    box_spectrum,
+    emission_ranges,
+    fwhm_z_from_range,
+    integrated_image,
+    probability_map,
+    tiles,
+)
+from mlsky.alma.finder.models.checkpoint import load_checkpoint
+from mlsky.config import get_device, get_scale
+from mlsky.data import cache_dir
+
+PIPELINE_FILE = "pipeline.json"
+PIPELINE_FORMAT = 1
+
+
+def default_weights_dir() -> Path:
+    """Where ``mlsky alma train`` writes without ``--out``: the cache, one folder per scale."""
+    return cache_dir() / "alma_weights" / get_scale()
+
+
+# --- the pipeline ----------------------------------------------------------------------
+
+
+@dataclass
+class PipelineConfig:
+    """What the three networks were trained on, and the thresholds chosen on validation cubes."""
+
+    input_size: int
+    cutout: int
+    pixel_scale_arcsec: float
+    channel_width_hz: float
+    blob_threshold: float = 0.5
+    gru_threshold: float = 0.5
+    min_blob_pixels: int = 2
+    min_channels: int = 1
+    window: int = 0
+    scale: str = "laptop"
+    format: int = PIPELINE_FORMAT
+
+    def write(self, folder: Path) -> None:
+        tmp = folder / f".{PIPELINE_FILE}.tmp"
+        tmp.write_text(json.dumps(self.__dict__, indent=1))
+        os.replace(tmp, folder / PIPELINE_FILE)
+
+    @classmethod
+    def read(cls, folder: Path) -> "PipelineConfig":
+        path = Path(folder) / PIPELINE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no trained ALMA pipeline in {folder} ({PIPELINE_FILE} missing); "
+                "train one with `mlsky alma train --out DIR`"
+            )
+        raw = json.loads(path.read_text())
+        if raw.get("format") != PIPELINE_FORMAT:
+            raise ValueError(f"{path} has format {raw.get('format')}, this mlsky reads {PIPELINE_FORMAT}")
+        return cls(**raw)
+
+
+#: The ResNets of the battery: name -> outputs (the angle is regressed as cos/sin of 2 pa).
+BATTERY = {"fwhm_x": 1, "fwhm_y": 1, "pa": 2, "flux": 1}
+
+
+class AlmaSourceFinder:
+    """The three-step deep-learning source finder with its trained networks.
+
+    Parameters
+    ----------
+    weights
+        Folder written by :func:`mlsky.alma.finder.train.train_pipeline` (``mlsky alma train``).
+    device
+        Torch device; default :func:`mlsky.config.get_device`.
+
+    Attributes
+    ----------
+    config_ : PipelineConfig
+    blobs_finder_, deep_gru_ : torch.nn.Module
+    battery_ : dict of torch.nn.Module
+    target_stats_ : dict
+        Mean and std used to standardise each ResNet target.
+
+    Examples
+    --------
+    >>> finder = AlmaSourceFinder("weights/").load()       # doctest: +SKIP
+    >>> catalogue = finder.predict("cube.fits")            # doctest: +SKIP
+    """
+
+    def __init__(self, weights: str | os.PathLike, device=None):
+        self.weights = weights
+        self.device = device
+
+    def load(self) -> "AlmaSourceFinder":
+        """Read the configuration and the checkpoints; checks every model's name and version."""
+        folder = Path(self.weights)
+        self.device_ = self.device or get_device()
+        self.config_ = PipelineConfig.read(folder)
+        self.blobs_finder_, _ = load_checkpoint(folder / "blobs_finder.pt", "blobs_finder", self.device_)
+        self.deep_gru_, _ = load_checkpoint(folder / "deep_gru.pt", "deep_gru", self.device_)
+        self.battery_, self.target_stats_ = {}, {}
+        for name in BATTERY:
+            self.battery_[name], extra = load_checkpoint(folder / f"resnet_{name}.pt", "resnet18", self.device_)
+            self.target_stats_[name] = extra["target_stats"]
+        return self
+
+    def probability(self, cube: Cube, window: int | None = None) -> np.ndarray:
+        """Blobs Finder's source probability map of a cube (zero on blanked pixels).
+
+        With ``window`` (default: the configuration's) > 0, Blobs Finder also reads images
+        integrated over windows of that many channels (overlapping by a quarter), and the map keeps the
+        largest probability: a narrow line summed over the whole band is diluted by its empty
+        channels, and a window gives it back its contrast. ``window=0`` is the paper's
+        full-band integration only.
+        """
+        window = self.config_.window if window is None else window
+        n_chan = cube.data.shape[0]
+        bands = [slice(None)]
+        if 0 < window < n_chan:
+            bands += [slice(z, z + window) for z in tiles(n_chan, window)]
+        images = [integrated_image(cube, band) for band in bands]
+        prob = np.max([probability_map(self.blobs_finder_, image, self.device_) for image in images], axis=0)
+        prob[cube.blank] = 0.0
+        return prob
+
+    def boxes(self, prob: np.ndarray, threshold: float | None = None) -> list[tuple[int, int, int, int, float, float]]:
+        """Connected regions of the map above the threshold: ``(x0, x1, y0, y1, x, y)``, the
+        centre weighted by the probability."""
+        threshold = self.config_.blob_threshold if threshold is None else threshold
+        labels, _ = ndimage.label(prob > threshold)
+        found = []
+        for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+            mask = labels[sl] == k
+            if mask.sum() < self.config_.min_blob_pixels:
+                continue
+            w = prob[sl] * mask
+            yy, xx = np.mgrid[sl]
+            cy, cx = float((w * yy).sum() / w.sum()), float((w * xx).sum() / w.sum())
+            found.append((sl[1].start, sl[1].stop, sl[0].start, sl[0].stop, cx, cy))
+        return found
+
+    def focus(self, cube: Cube, box) -> tuple[np.ndarray, np.ndarray]:
+        """Deep GRU on a box's spectrum: the standardised spectrum and each channel's
+        probability of emission."""
+        import torch
+
+        spec = box_spectrum(cube, *box[:4])
+        with torch.no_grad():
+            prob = self.deep_gru_(torch.from_numpy(spec[None]).to(self.device_)).cpu().numpy()[0]
+        return spec, prob
+
+    def characterise(self, cube: Cube, detections: list[tuple[float, float, int, int]]) -> list[dict[str, float]]:
+        """The ResNet battery on cutouts at ``(x, y)`` integrated over channels ``[z0, z1)``."""
+        import torch
+
+        if not detections:
+            return []
+        batch = torch.from_numpy(np.stack([battery_input(cube, *d, self.config_.cutout) for d in detections])[:, None])
+        out = {}
+        with torch.no_grad():
+            for name, net in self.battery_.items():
+                mean, std = (np.asarray(v) for v in self.target_stats_[name])
+                out[name] = net(batch.to(self.device_)).cpu().numpy() * std + mean
+        params = []
+        for i, (_, _, z0, z1) in enumerate(detections):
+            ref = float(np.median(cube.noise[z0:z1]))
+            params.append({
+                "fwhm_x": float(out["fwhm_x"][i, 0]),
+                "fwhm_y": float(out["fwhm_y"][i, 0]),
+                "pa_deg": float(np.degrees(0.5 * np.arctan2(out["pa"][i, 1], out["pa"][i, 0]))),
+                "flux": float(10 ** out["flux"][i, 0] * ref),
+            })
+        return params
+
+    def detections(self, box, spec: np.ndarray, gru_prob: np.ndarray, threshold: float | None = None) -> list[dict]:
+        """One detection per emission range of a box: position, channel centre, range, deblend flag."""
+        threshold = self.config_.gru_threshold if threshold is None else threshold
+        ranges = emission_ranges(gru_prob, threshold, self.config_.min_channels)
+        rows = []
+        for z0, z1 in ranges:
+            weights = np.clip(spec[z0:z1], 0, None) + 1e-6
+            z = float((np.arange(z0, z1) * weights).sum() / weights.sum())
+            rows.append(dict(x=box[4], y=box[5], z=z, z0=z0, z1=z1, fwhm_z=fwhm_z_from_range(z0, z1),
+                             deblend=len(ranges) > 1))
+        return rows
+
+    def predict(self, cube: Any) -> Table:
+        """The catalogue of the sources in a cube (path, HDU, SimulatedCube or Cube)."""
+        if not hasattr(self, "config_"):
+            self.load()
+        original = cube if isinstance(cube, Cube) else as_cube(cube)
+        work, factors = resample(original, self.config_.pixel_scale_arcsec, self.config_.channel_width_hz)
+        rows = []
+        for box in self.boxes(self.probability(work)):
+            rows += self.detections(box, *self.focus(work, box))
+        params = self.characterise(work, [(r["x"], r["y"], r["z0"], r["z1"]) for r in rows])
+        return finish_catalogue([{**r, **p} for r, p in zip(rows, params)], original, factors)
+
+
+
+def detect(cube: Any, weights: str | os.PathLike | None = None, device=None) -> Table:
+    """Find and characterise the sources of a dirty cube with the trained pipeline.
+
+    Parameters
+    ----------
+    cube
+        A FITS path, an HDU, a :class:`~mlsky.alma.sim.SimulatedCube`, ``(data, header)``
+        or a :class:`Cube`.
+    weights
+        Folder of trained networks (``mlsky alma train --out DIR``). Default: the folder for
+        the current scale in the mlsky cache, where ``mlsky alma train`` writes without
+        ``--out``.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source: pixel position ``x, y, z``, sky position ``ra, dec``, ``freq``,
+        3-D box ``x0..z1``, ``fwhm_x, fwhm_y`` (pix and arcsec), ``pa_deg``, ``fwhm_z``
+        (channels and kHz), ``flux`` (Jy, at the line peak) and ``deblend``.
+    """
+    return AlmaSourceFinder(weights or default_weights_dir(), device).load().predict(cube)
