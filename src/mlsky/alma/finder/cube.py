@@ -17,6 +17,7 @@ from astropy.io import fits
 from astropy.stats import mad_std
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
+from radio_beam import Beam
 from scipy import ndimage
 
 from mlsky.alma.io import CubeError, drop_degenerate_axes, read_cube
@@ -42,6 +43,10 @@ class Cube:
         From the WCS.
     name
         Where the cube came from, for error messages.
+    beam_area_pix
+        Beam area in pixels (from the header's beam, else from the noise).
+    beam
+        The header's restoring beam, or None when the header has none.
     """
 
     data: np.ndarray
@@ -52,6 +57,7 @@ class Cube:
     channel_width_hz: float
     name: str = "cube"
     beam_area_pix: float = field(default=np.nan)
+    beam: Beam | None = None
 
     @property
     def snr(self) -> np.ndarray:
@@ -129,6 +135,8 @@ def as_cube(obj: Any) -> Cube:
     channel_width = float(abs(freqs[1] - freqs[0]))
     cube = Cube(data, noise, blank, wcs, pixel_scale, channel_width, name)
     cube.beam_area_pix = _beam_area(cube, header)
+    if "BMAJ" in header and "BMIN" in header:
+        cube.beam = Beam.from_fits_header(header)
     return cube
 
 
@@ -173,7 +181,7 @@ def resample(cube: Cube, pixel_scale_arcsec: float, channel_width_hz: float, tol
     wcs.wcs.cdelt = wcs.wcs.cdelt / np.array([fxy, fxy, fz])
     wcs.wcs.crpix = (wcs.wcs.crpix - 0.5) * np.array([fxy, fxy, fz]) + 0.5
     out = Cube(data, noise, blank, wcs, pixel_scale_arcsec, channel_width_hz, cube.name,
-               cube.beam_area_pix * fxy**2)
+               cube.beam_area_pix * fxy**2, cube.beam)
     return out, (fz, fxy)
 
 

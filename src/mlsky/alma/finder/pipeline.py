@@ -44,6 +44,7 @@ from mlsky.alma.finder.inputs import (
     probability_map,
     tiles,
 )
+from mlsky.alma.finder.measure import measure_source
 from mlsky.alma.finder.models.checkpoint import load_checkpoint
 from mlsky.config import get_device, get_scale
 from mlsky.data import cache_dir
@@ -95,6 +96,8 @@ class PipelineConfig:
         return cls(**raw)
 
 
+#: The ways a detection can be characterised (see :class:`AlmaSourceFinder`).
+MEASURES = ("fit", "battery")
 #: The ResNets of the battery: name -> outputs (the angle is regressed as cos/sin of 2 pa).
 BATTERY = {"fwhm_x": 1, "fwhm_y": 1, "pa": 2, "flux": 1}
 
@@ -108,6 +111,10 @@ class AlmaSourceFinder:
         Folder written by :func:`mlsky.alma.finder.train.train_pipeline` (``mlsky alma train``).
     device
         Torch device; default :func:`mlsky.config.get_device`.
+    measure
+        How a detection is characterised: ``"fit"`` (default) measures position, shape, line
+        and flux on the cube (:func:`~mlsky.alma.finder.measure.measure_source`);
+        ``"battery"`` is the paper's ResNet battery, with the detector's position and line.
 
     Attributes
     ----------
@@ -123,19 +130,22 @@ class AlmaSourceFinder:
     >>> catalogue = finder.predict("cube.fits")            # doctest: +SKIP
     """
 
-    def __init__(self, weights: str | os.PathLike, device=None):
+    def __init__(self, weights: str | os.PathLike, device=None, measure: str = "fit"):
         self.weights = weights
         self.device = device
+        self.measure = measure
 
     def load(self) -> "AlmaSourceFinder":
         """Read the configuration and the checkpoints; checks every model's name and version."""
+        if self.measure not in MEASURES:
+            raise ValueError(f"measure={self.measure!r}; use one of {', '.join(MEASURES)}")
         folder = Path(self.weights)
         self.device_ = self.device or get_device()
         self.config_ = PipelineConfig.read(folder)
         self.blobs_finder_, _ = load_checkpoint(folder / "blobs_finder.pt", "blobs_finder", self.device_)
         self.deep_gru_, _ = load_checkpoint(folder / "deep_gru.pt", "deep_gru", self.device_)
         self.battery_, self.target_stats_ = {}, {}
-        for name in BATTERY:
+        for name in BATTERY if self.measure == "battery" else ():
             self.battery_[name], extra = load_checkpoint(folder / f"resnet_{name}.pt", "resnet18", self.device_)
             self.target_stats_[name] = extra["target_stats"]
         return self
@@ -186,11 +196,14 @@ class AlmaSourceFinder:
         return spec, prob
 
     def characterise(self, cube: Cube, detections: list[tuple[float, float, int, int]]) -> list[dict[str, float]]:
-        """The ResNet battery on cutouts at ``(x, y)`` integrated over channels ``[z0, z1)``."""
+        """Measure detections at ``(x, y)`` with emission in channels ``[z0, z1)``: fitted on the
+        cube (``measure="fit"``), or the ResNet battery on cutouts integrated over the range."""
         import torch
 
         if not detections:
             return []
+        if self.measure == "fit":
+            return [measure_source(cube, *d) for d in detections]
         batch = torch.from_numpy(np.stack([battery_input(cube, *d, self.config_.cutout) for d in detections])[:, None])
         out = {}
         with torch.no_grad():

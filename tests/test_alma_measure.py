@@ -1,0 +1,89 @@
+"""Measuring detected sources on the cube: positions, line and flux against the truth.
+
+The measurement is given the true line range and a position off by about a beam's sixth, as a
+detector gives it, on cubes that no training or tuning has seen: held-out simulated cubes and
+the CASA-made reference cubes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.stats import mad_std
+
+from mlsky.alma.finder import as_cube
+from mlsky.alma.finder.measure import cube_beam, measure_source, pb_gain
+from mlsky.alma.sim.simulate import random_cube
+
+
+def _residuals(sims, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for sim in sims:
+        cube = as_cube(sim)
+        for src in sim.truth:
+            jx, jy = rng.normal(0, 1.0, 2)
+            m = measure_source(cube, src["x"] + jx, src["y"] + jy, int(src["z0"]), int(src["z1"]))
+            rows.append((src["snr"], m["x"] - src["x"], m["y"] - src["y"], m["z"] - src["z"], m["flux"] / src["flux"] - 1))
+    return np.array(rows)
+
+
+def _check_targets(res):
+    bright = res[res[:, 0] > 5]
+    assert len(bright) >= 8, "too few bright sources to test"
+    for k in (1, 2):  # x, y: the issue's targets, after the paper's Table 5
+        assert abs(np.median(bright[:, k])) <= 0.2, bright[:, k]
+        assert mad_std(bright[:, k]) <= 0.8, bright[:, k]
+    assert mad_std(bright[:, 3]) <= 0.5  # line centre, channels
+    brighter = res[res[:, 0] > 10]
+    assert abs(np.median(brighter[:, 4])) <= 0.10, brighter[:, 4]  # flux bias within 10%
+
+
+def test_measurements_on_held_out_simulated_cubes():
+    _check_targets(_residuals([random_cube(10_000 + i, shape=(64, 128, 128)) for i in range(10)]))
+
+
+def test_measurements_on_casa_cubes(data_dir):
+    from mlsky.alma.sim.casa import casa_reference_names, load_casa_reference
+
+    _check_targets(_residuals([load_casa_reference(n) for n in casa_reference_names()]))
+
+
+def test_beam_from_noise_matches_the_header_beam():
+    sim = random_cube(3, shape=(16, 128, 128))
+    with_header = as_cube(sim)
+    header = sim.header.copy()
+    for key in ("BMAJ", "BMIN", "BPA"):
+        del header[key]
+    without = as_cube((sim.dirty, header))
+    assert without.beam is None and with_header.beam is not None
+    a, b = cube_beam(with_header), cube_beam(without)
+    # The noise sees the squared imaging weights: for Briggs 0.5 its beam is about 17% narrower.
+    assert 0.75 < b.major / a.major < 0.95 and 0.75 < b.minor / a.minor < 0.95
+    assert abs(((b.pa - a.pa).to_value("deg") + 90) % 180 - 90) < 15
+
+
+def test_primary_beam_gain_falls_off_from_the_pointing_centre():
+    cube = as_cube(random_cube(3, shape=(16, 128, 128)))
+    centre = pb_gain(cube, 64, 64)
+    assert centre == pytest.approx(1.0)
+    # ALMA 12 m at 230 GHz: FWHM about 25 arcsec; 6.4 arcsec off-centre keeps about 83%.
+    assert pb_gain(cube, 128, 64) == pytest.approx(0.83, abs=0.03)
+
+
+def test_casa_order_continuum_cube_keeps_its_spectral_axis(tmp_path):
+    """FITS axes RA, Dec, Stokes, Freq, each of the last two of length 1 (a CASA continuum image)."""
+    sim = random_cube(3, shape=(1, 32, 32))
+    h = sim.header.copy()
+    data = sim.dirty[:, None]  # numpy (freq, stokes, y, x) = FITS (x, y, stokes, freq)
+    h["NAXIS"] = 4
+    for key in ("CTYPE", "CRVAL", "CDELT", "CRPIX", "CUNIT"):
+        h[f"{key}4"] = h[f"{key}3"]
+    h["CTYPE3"], h["CRVAL3"], h["CDELT3"], h["CRPIX3"], h["CUNIT3"] = "STOKES", 1.0, 1.0, 1.0, ""
+    h["WCSAXES"] = 4
+    path = tmp_path / "continuum.fits"
+    fits.PrimaryHDU(data, h).writeto(path)
+    cube = as_cube(path)
+    assert cube.data.shape == (1, 32, 32)
+    assert cube.channel_width_hz == pytest.approx(sim.header["CDELT3"])
