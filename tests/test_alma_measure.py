@@ -74,9 +74,9 @@ def test_primary_beam_gain_falls_off_from_the_pointing_centre():
 
 def test_casa_order_continuum_cube_keeps_its_spectral_axis(tmp_path):
     """FITS axes RA, Dec, Stokes, Freq, each of the last two of length 1 (a CASA continuum image)."""
-    sim = random_cube(3, shape=(1, 32, 32))
+    sim = random_cube(3, shape=(8, 32, 32))
     h = sim.header.copy()
-    data = sim.dirty[:, None]  # numpy (freq, stokes, y, x) = FITS (x, y, stokes, freq)
+    data = sim.dirty[:1, None]  # numpy (freq, stokes, y, x) = FITS (x, y, stokes, freq)
     h["NAXIS"] = 4
     for key in ("CTYPE", "CRVAL", "CDELT", "CRPIX", "CUNIT"):
         h[f"{key}4"] = h[f"{key}3"]
