@@ -19,6 +19,7 @@ from mlsky.alma.metrics import (
     parameter_residuals,
 )
 from mlsky.alma.peers import BlobcatFinder, PhotutilsFinder, SofiaFinder, reliability
+from mlsky.alma.finder.pipeline import PipelineConfig
 from mlsky.alma.finder.train import TrainingPlan, train_pipeline
 from mlsky.alma.sim.simulate import simulate_cube
 
@@ -188,17 +189,49 @@ def test_helpers_of_the_pipeline():
     assert emission_ranges(prob, min_channels=4) == [(1, 5)]
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    """A pipeline trained for seconds on 12 small cubes: enough to run, not to be good."""
+def _tiny_pipeline(out, **model):
     from mlsky.alma.sim.simulate import random_cube
 
-    out = tmp_path_factory.mktemp("weights")
     plan = TrainingPlan(shape=(16, 32, 32), n_train=12, n_val=3, input_size=32, cutout=16, resnet_width=2,
-                        gru_hidden=4, epochs_blobs=1, epochs_gru=1, epochs_resnet=1, batch_size=4)
+                        gru_hidden=4, epochs_blobs=1, epochs_gru=1, epochs_resnet=1, batch_size=4, **model)
     cubes = [random_cube(s, shape=plan.shape) for s in range(15)]
-    history = train_pipeline(out, plan=plan, train_cubes=cubes[:12], val_cubes=cubes[12:], progress=False)
-    return out, history
+    return out, train_pipeline(out, plan=plan, train_cubes=cubes[:12], val_cubes=cubes[12:], progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """The paper's pipeline trained for seconds on 12 small cubes: enough to run, not to be good."""
+    return _tiny_pipeline(tmp_path_factory.mktemp("weights"), blobs_model="blobs_finder", filter_widths=(),
+                          battery=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_fcn_weights(tmp_path_factory):
+    """The fully convolutional finder on matched-filtered images, trained for seconds."""
+    return _tiny_pipeline(tmp_path_factory.mktemp("weights_fcn"), blobs_width=2)
+
+
+def test_fcn_pipeline_trains_without_battery_and_detects(tiny_fcn_weights):
+    out, history = tiny_fcn_weights
+    names = {p.name for p in out.iterdir()}
+    assert {"pipeline.json", "blobs_finder.pt", "deep_gru.pt"} <= names and "resnet_flux.pt" not in names
+    config = PipelineConfig.read(out)
+    assert config.blobs_model == "blobs_finder_fcn" and config.filter_widths == [1, 2, 4, 8, 16]
+    catalogue = detect(bright_cube(shape=(12, 40, 72), x=[14.0, 30.0], y=[20.0, 10.0]), weights=out)
+    assert np.all((catalogue["x"] >= 0) & (catalogue["x"] < 72))
+
+
+def test_pipeline_json_with_unknown_or_missing_keys_is_refused(tiny_fcn_weights, tmp_path):
+    import json
+    import shutil
+
+    out, _ = tiny_fcn_weights
+    raw = json.loads((out / "pipeline.json").read_text())
+    for broken in ({**raw, "surprise": 1}, {k: v for k, v in raw.items() if k != "cutout"}):
+        shutil.copytree(out, tmp_path / "w", dirs_exist_ok=True)
+        (tmp_path / "w" / "pipeline.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match="pipeline.json: unknown key.*missing key"):
+            PipelineConfig.read(tmp_path / "w")
 
 
 def test_train_pipeline_writes_checkpoints_and_curves(tiny_weights):

@@ -13,7 +13,7 @@ from mlsky.alma.finder.train import canonical_shape, fit_network, ssim
 
 
 def test_registry_lists_and_creates_models():
-    assert list_models() == ["blobs_finder", "deep_gru", "resnet18"]
+    assert list_models() == ["blobs_finder", "blobs_finder_fcn", "deep_gru", "resnet18"]
     assert isinstance(create_model("blobs_finder", input_size=32), BlobsFinder)
     with pytest.raises(KeyError, match="unknown model 'unet'.*blobs_finder"):
         create_model("unet")

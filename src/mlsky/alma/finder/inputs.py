@@ -91,3 +91,43 @@ def battery_input(cube: Cube, x: float, y: float, z0: int, z1: int, size: int) -
     """
     image = cube.snr[z0:z1].sum(axis=0)
     return cutout(image, x, y, size) / 10.0
+
+
+#: Line widths (FWHM, channels) of the default matched filters: from one channel to a wide line.
+FILTER_WIDTHS = (1, 2, 4, 8, 16)
+
+
+def matched_filter_images(cube: Cube, widths=FILTER_WIDTHS) -> np.ndarray:
+    """The cube matched-filtered along frequency for each line width, max over channels.
+
+    Each channel is first divided by its noise; the cube is then smoothed along frequency with
+    a Gaussian of each FWHM in ``widths`` (channels), divided by the smoothed cube's robust
+    noise, and the maximum over channels is kept. A line of width ``w`` stands out most in the
+    plane filtered at ``w``, instead of being diluted by every empty channel as in the
+    frequency-integrated image.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(widths), ny, nx)`` float32, in units of each filtered cube's noise.
+    """
+    snr = cube.snr
+    planes = []
+    for width in widths:
+        sigma = width / FWHM_PER_SIGMA
+        smooth = ndimage.gaussian_filter1d(snr, sigma, axis=0, mode="constant") if sigma > 0.3 else snr
+        planes.append(smooth.max(axis=0) / mad_std(smooth, ignore_nan=True))
+    return np.stack(planes).astype(np.float32)
+
+
+def probability_map_fcn(model, planes: np.ndarray, device=None) -> np.ndarray:
+    """A fully convolutional finder's map of ``(C, ny, nx)`` planes: zero-padded to its multiple, one pass."""
+    import torch
+
+    c, ny, nx = planes.shape
+    m = model.multiple
+    padded = np.zeros((c, -(-ny // m) * m, -(-nx // m) * m), np.float32)
+    padded[:, :ny, :nx] = planes
+    with torch.no_grad():
+        prob = model(torch.from_numpy(padded[None]).to(device or "cpu")).cpu().numpy()[0, 0]
+    return prob[:ny, :nx]

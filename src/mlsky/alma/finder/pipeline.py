@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,9 @@ from mlsky.alma.finder.inputs import (
     emission_ranges,
     fwhm_z_from_range,
     integrated_image,
+    matched_filter_images,
     probability_map,
+    probability_map_fcn,
     tiles,
 )
 from mlsky.alma.finder.measure import measure_source
@@ -75,6 +77,8 @@ class PipelineConfig:
     min_channels: int = 1
     window: int = 0
     scale: str = "laptop"
+    blobs_model: str = "blobs_finder"
+    filter_widths: list[int] = field(default_factory=list)
     format: int = PIPELINE_FORMAT
 
     def write(self, folder: Path) -> None:
@@ -90,9 +94,18 @@ class PipelineConfig:
                 f"no trained ALMA pipeline in {folder} ({PIPELINE_FILE} missing); "
                 "train one with `mlsky alma train --out DIR`"
             )
-        raw = json.loads(path.read_text())
-        if raw.get("format") != PIPELINE_FORMAT:
-            raise ValueError(f"{path} has format {raw.get('format')}, this mlsky reads {PIPELINE_FORMAT}")
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(raw, dict) or raw.get("format") != PIPELINE_FORMAT:
+            found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+            raise ValueError(f"{path} has format {found}, this mlsky reads {PIPELINE_FORMAT}")
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        if set(raw) - known or required - set(raw):
+            raise ValueError(f"{path}: unknown key(s) {sorted(set(raw) - known)}, missing key(s) "
+                             f"{sorted(required - set(raw))}; it was not written by this mlsky")
         return cls(**raw)
 
 
@@ -142,7 +155,7 @@ class AlmaSourceFinder:
         folder = Path(self.weights)
         self.device_ = self.device or get_device()
         self.config_ = PipelineConfig.read(folder)
-        self.blobs_finder_, _ = load_checkpoint(folder / "blobs_finder.pt", "blobs_finder", self.device_)
+        self.blobs_finder_, _ = load_checkpoint(folder / "blobs_finder.pt", self.config_.blobs_model, self.device_)
         self.deep_gru_, _ = load_checkpoint(folder / "deep_gru.pt", "deep_gru", self.device_)
         self.battery_, self.target_stats_ = {}, {}
         for name in BATTERY if self.measure == "battery" else ():
@@ -153,12 +166,19 @@ class AlmaSourceFinder:
     def probability(self, cube: Cube, window: int | None = None) -> np.ndarray:
         """Blobs Finder's source probability map of a cube (zero on blanked pixels).
 
-        With ``window`` (default: the configuration's) > 0, Blobs Finder also reads images
+        A fully convolutional finder (``filter_widths`` in the configuration) reads the
+        matched-filtered images of the cube (:func:`~mlsky.alma.finder.inputs.matched_filter_images`)
+        in one pass; ``window`` does not apply. For the paper's finder, with ``window`` (default: the configuration's) > 0, Blobs Finder also reads images
         integrated over windows of that many channels (overlapping by a quarter), and the map keeps the
         largest probability: a narrow line summed over the whole band is diluted by its empty
         channels, and a window gives it back its contrast. ``window=0`` is the paper's
         full-band integration only.
         """
+        if self.config_.filter_widths:
+            planes = matched_filter_images(cube, self.config_.filter_widths)
+            prob = probability_map_fcn(self.blobs_finder_, planes, self.device_)
+            prob[cube.blank] = 0.0
+            return prob
         window = self.config_.window if window is None else window
         n_chan = cube.data.shape[0]
         bands = [slice(None)]

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mlsky.alma.finder.cube import Cube, as_cube
-from mlsky.alma.finder.inputs import battery_input, box_spectrum, integrated_image
+from mlsky.alma.finder.inputs import FILTER_WIDTHS, battery_input, box_spectrum, integrated_image, matched_filter_images
 from mlsky.alma.finder.models import create_model
 from mlsky.alma.finder.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from mlsky.alma.finder.pipeline import BATTERY, AlmaSourceFinder, PipelineConfig, default_weights_dir
@@ -190,12 +190,26 @@ class TrainingPlan:
     epochs_resnet: int
     batch_size: int = 16
     blobs_loss: str = "weighted-bce"
+    #: The finder: the fully convolutional one on matched-filtered images (default), or the
+    #: paper's ``blobs_finder`` on the integrated image (``filter_widths=()``).
+    blobs_model: str = "blobs_finder_fcn"
+    filter_widths: tuple[int, ...] = FILTER_WIDTHS
+    blobs_width: int = 8
+    #: Train the paper's ResNet battery (the default pipeline measures sources on the cube).
+    battery: bool = False
 
 
-def training_plan(scale: str | None = None) -> TrainingPlan:
+def training_plan(scale: str | None = None, *, paper_model: bool = False) -> TrainingPlan:
     """The training sizes for a scale: ``ci`` seconds, ``laptop`` minutes on a CPU, ``paper``
-    the paper's 256 x 256 x 128 cubes (20,000 in the paper; 2,000 here by default)."""
+    the paper's 256 x 256 x 128 cubes (20,000 in the paper; 2,000 here by default).
+
+    ``paper_model=True`` gives the paper's set-up: Blobs Finder of Table 3 on the integrated
+    image, and the ResNet battery; the default is the fully convolutional finder on
+    matched-filtered images, with sources measured on the cube.
+    """
+    model = dict(blobs_model="blobs_finder", filter_widths=(), battery=True) if paper_model else {}
     return TrainingPlan(
+        **model,
         shape=by_scale(ci=(32, 64, 64), laptop=(64, 128, 128), paper=(128, 256, 256), scale=scale),
         n_train=by_scale(ci=96, laptop=240, paper=2000, scale=scale),
         n_val=by_scale(ci=16, laptop=32, paper=200, scale=scale),
@@ -249,12 +263,22 @@ def canonical_shape(fwhm_x, fwhm_y, pa_deg) -> tuple[np.ndarray, np.ndarray, np.
     return np.where(swap, fy, fx), np.where(swap, fx, fy), np.where(swap, pa + 90.0, pa) % 180.0
 
 
-def _blobs_item(sim, input_size: int, cube: Cube | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _blobs_item(sim, input_size: int, cube: Cube | None = None, filter_widths=()) -> tuple[np.ndarray, np.ndarray]:
+    """Blobs Finder's input planes and target: the matched-filtered images when ``filter_widths``
+    are given (padded to a multiple of 16), else the paper's integrated image (padded or cut to
+    ``input_size``)."""
     cube = cube or as_cube(sim)
-    image = integrated_image(cube)
-    target = footprint_map(sim.truth, *image.shape)
-    pad = lambda a: np.pad(a, [(0, max(input_size - s, 0)) for s in a.shape])[None, :input_size, :input_size]  # noqa: E731
-    return pad(image), pad(target)
+    if filter_widths:
+        planes = matched_filter_images(cube, filter_widths)
+        _, ny, nx = planes.shape
+        size = (-(-ny // 16) * 16, -(-nx // 16) * 16)
+    else:
+        planes = integrated_image(cube)[None]
+        _, ny, nx = planes.shape
+        size = (input_size, input_size)
+    target = footprint_map(sim.truth, ny, nx)[None]
+    pad = lambda a: np.pad(a, [(0, 0)] + [(0, max(n - s, 0)) for n, s in zip(size, a.shape[1:])])[:, : size[0], : size[1]]  # noqa: E731
+    return pad(planes), pad(target)
 
 
 def _stack(pairs: list) -> tuple[np.ndarray, np.ndarray]:
@@ -322,20 +346,22 @@ def training_sets(cubes: Iterable, plan: TrainingPlan, rng: np.random.Generator)
     bat_t: dict[str, list] = {name: [] for name in BATTERY}
     for sim in cubes:
         cube = as_cube(sim)
-        blobs.append(_blobs_item(sim, plan.input_size, cube))
+        blobs.append(_blobs_item(sim, plan.input_size, cube, plan.filter_widths))
         x, y = _gru_items(sim, rng, cube=cube)
         gru_x += x
         gru_y += y
-        x, t = _battery_items(sim, plan.cutout, rng, cube=cube)
-        bat_x += x
-        for name in BATTERY:
-            bat_t[name] += t[name]
-    if not bat_x:
+        if plan.battery:
+            x, t = _battery_items(sim, plan.cutout, rng, cube=cube)
+            bat_x += x
+            for name in BATTERY:
+                bat_t[name] += t[name]
+    if plan.battery and not bat_x:
         raise ValueError("no source with SNR >= 3 among the training cubes: simulate more cubes")
     return TrainingSets(
         blobs=_stack(blobs),
         gru=(np.stack(gru_x), np.stack(gru_y)),
-        battery=(np.stack(bat_x)[:, None].astype(np.float32), {k: np.asarray(v, np.float32) for k, v in bat_t.items()}),
+        battery=(np.stack(bat_x)[:, None].astype(np.float32) if bat_x else np.zeros((0, 1, plan.cutout, plan.cutout), np.float32),
+                 {k: np.asarray(v, np.float32) for k, v in bat_t.items()}),
     )
 
 
@@ -377,7 +403,10 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
     first = as_cube(val_cubes[0])
     history = {}
 
-    net = create_model("blobs_finder", input_size=plan.input_size)
+    if plan.blobs_model == "blobs_finder":
+        net = create_model("blobs_finder", input_size=plan.input_size)
+    else:
+        net = create_model(plan.blobs_model, in_channels=len(plan.filter_widths), width=plan.blobs_width)
     history["blobs_finder"] = fit_network(net, *train.blobs, BLOBS_LOSSES[plan.blobs_loss], lr=3e-3, augment=True,
                                           epochs=plan.epochs_blobs, batch_size=plan.batch_size, validation=val.blobs,
                                           checkpoint=out / "blobs_finder.pt", seed=seed, progress=progress)
@@ -388,7 +417,7 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
 
     xr, yr = train.battery
     vr, vy = val.battery
-    for name, n_out in BATTERY.items():
+    for name, n_out in BATTERY.items() if plan.battery else ():
         mean, std = yr[name].mean(axis=0), yr[name].std(axis=0) + 1e-6
         norm = lambda t: ((t - mean) / std).astype(np.float32)  # noqa: E731
         resnet = create_model("resnet18", width=plan.resnet_width, out_features=n_out)
@@ -399,20 +428,23 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
 
     config = PipelineConfig(input_size=plan.input_size, cutout=plan.cutout,
                             pixel_scale_arcsec=first.pixel_scale_arcsec, channel_width_hz=first.channel_width_hz,
-                            scale=get_scale())
+                            scale=get_scale(), blobs_model=plan.blobs_model, filter_widths=list(plan.filter_widths))
     config.write(out)
-    history["thresholds"] = tune_thresholds(out, val_cubes)
+    history["thresholds"] = tune_thresholds(out, val_cubes, measure="battery" if plan.battery else "fit")
     return history
 
 
 def tune_thresholds(weights: str | os.PathLike, val_cubes: Sequence,
                     blob_thresholds: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                     gru_thresholds: Sequence[float] = (0.2, 0.3, 0.5, 0.7),
-                    windows: Sequence[int] | None = None) -> list[dict]:
+                    windows: Sequence[int] | None = None, measure: str = "fit") -> list[dict]:
     """Choose Blobs Finder's and Deep GRU's thresholds, and Blobs Finder's spectral window,
     for the best F1 on validation cubes.
 
-    ``windows`` defaults to 0 (the paper's full-band image only) and a quarter of the band.
+    ``windows`` defaults to 0 (the paper's full-band image only) and a quarter of the band for
+    the paper's finder, and to 0 for the fully convolutional one (it reads matched-filtered
+    images instead). ``measure`` is how detections are characterised (see
+    :class:`~mlsky.alma.finder.pipeline.AlmaSourceFinder`).
     Each network runs once per cube (or box) and window; only the thresholds change across the
     grid. The chosen values are written to ``pipeline.json``; returns every point's scores.
     """
@@ -420,11 +452,12 @@ def tune_thresholds(weights: str | os.PathLike, val_cubes: Sequence,
     from mlsky.alma.metrics import evaluate
 
     folder = Path(weights)
-    finder = AlmaSourceFinder(folder).load()
+    finder = AlmaSourceFinder(folder, measure=measure).load()
     cubes = [as_cube(c) for c in val_cubes]
     truths = [c.truth for c in val_cubes]
     n_chan = cubes[0].data.shape[0]
-    windows = windows if windows is not None else (0, max(n_chan // 4, 4))
+    if windows is None:
+        windows = (0,) if finder.config_.filter_widths else (0, max(n_chan // 4, 4))
     focused: dict = {}
     characterised: dict = {}
     scan = []

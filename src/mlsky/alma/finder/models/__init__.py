@@ -2,6 +2,8 @@
 
 - :class:`~mlsky.alma.finder.models.blobs_finder.BlobsFinder` -- convolutional autoencoder that turns
   the frequency-integrated dirty image into a 2-D source probability map (the paper's Table 3);
+- :class:`~mlsky.alma.finder.models.blobs_finder_fcn.BlobsFinderFCN` -- the same blocks, fully
+  convolutional with skip connections, reading matched-filtered images (beyond the paper);
 - :class:`~mlsky.alma.finder.models.deep_gru.DeepGRU` -- stacked GRUs that mark the channels with
   emission in a dirty spectrum (spectral focusing, the paper's Fig. 6);
 - :class:`~mlsky.alma.finder.models.resnet.ResNet18` -- the ResNet-18-like regressor of the battery
@@ -13,7 +15,7 @@ Examples
 --------
 >>> from mlsky.alma.finder.models import create_model, list_models
 >>> list_models()
-['blobs_finder', 'deep_gru', 'resnet18']
+['blobs_finder', 'blobs_finder_fcn', 'deep_gru', 'resnet18']
 >>> net = create_model("blobs_finder", input_size=64)
 >>> net.input_size
 64
@@ -65,9 +67,10 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
 
 # Imported for their registration side effect.
-from mlsky.alma.finder.models import blobs_finder, deep_gru, resnet  # noqa: E402,F401
+from mlsky.alma.finder.models import blobs_finder, blobs_finder_fcn, deep_gru, resnet  # noqa: E402,F401
 from mlsky.alma.finder.models.blobs_finder import BlobsFinder  # noqa: E402
+from mlsky.alma.finder.models.blobs_finder_fcn import BlobsFinderFCN  # noqa: E402
 from mlsky.alma.finder.models.deep_gru import DeepGRU  # noqa: E402
 from mlsky.alma.finder.models.resnet import ResNet18  # noqa: E402
 
-__all__ = ["BlobsFinder", "DeepGRU", "ResNet18", "create_model", "list_models", "register_model"]
+__all__ = ["BlobsFinder", "BlobsFinderFCN", "DeepGRU", "ResNet18", "create_model", "list_models", "register_model"]
