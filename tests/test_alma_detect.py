@@ -375,3 +375,21 @@ def test_finish_catalogue_maps_a_zoomed_grid_back_to_the_cube():
     ra, dec, freq = cube.wcs.pixel_to_world_values(20.0, 10.0, 6.0)
     assert table["ra"][0] == pytest.approx(ra) and table["freq"].quantity.to_value("Hz")[0] == pytest.approx(freq)
     assert table["x0"][0] < 20 < table["x1"][0] and table["z0"][0] < 6 < table["z1"][0]
+
+
+def test_export_drops_the_optimiser_and_keeps_the_best_weights(tiny_fcn_weights, tmp_path):
+    import torch
+
+    from mlsky.alma.finder.ship import export_pipeline
+
+    out, _ = tiny_fcn_weights
+    digests = export_pipeline(out, tmp_path / "shipped")
+    assert set(digests) == {"pipeline.json", "blobs_finder.pt", "deep_gru.pt"}
+    for name in ("blobs_finder.pt", "deep_gru.pt"):
+        state = torch.load(tmp_path / "shipped" / name, weights_only=True)
+        trained = torch.load(out / name, weights_only=True)
+        assert state["optimizer"] is None and trained["optimizer"] is not None
+        assert (tmp_path / "shipped" / name).stat().st_size < (out / name).stat().st_size
+    a = detect(bright_cube(), weights=out)
+    b = detect(bright_cube(), weights=tmp_path / "shipped")
+    assert len(a) == len(b) and np.allclose(np.asarray(a["x"]), np.asarray(b["x"]))

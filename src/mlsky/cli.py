@@ -51,6 +51,11 @@ def info(args: argparse.Namespace) -> int:
     print("pretrained weights:")
     for name, where in pretrained_weights().items():
         print(f"  {name:55s} {where}")
+    from mlsky.data import weights
+
+    print("weights shipped with mlsky:")
+    for name, where in weights.status().items():
+        print(f"  {name:22s} {where}")
     return 0
 
 

@@ -100,7 +100,7 @@ def add_detect(sub) -> None:
     p.add_argument("cube", type=Path, help="dirty cube (FITS with RA/Dec/FREQ WCS)")
     p.add_argument("-o", "--output", type=Path, required=True, help="catalogue to write (.ecsv, .fits, .csv, .vot)")
     p.add_argument("--weights", type=Path, default=None,
-                   help="folder written by `mlsky alma train` (default: the cache folder for MLSKY_SCALE)")
+                   help="folder written by `mlsky alma train` (default: the weights shipped with mlsky)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
     p.set_defaults(func=detect)
 
@@ -113,7 +113,7 @@ def train(args: argparse.Namespace) -> int:
 
     out = args.out or default_weights_dir()
     print(describe())
-    history = train_pipeline(out, seed=args.seed)
+    history = train_pipeline(out, seed=args.seed, progress=not args.quiet)
     # Report the point that was saved, not a re-ranking of the scan (ties broke differently).
     saved = PipelineConfig.read(out)
     best = next(s for s in history["thresholds"]
@@ -123,6 +123,14 @@ def train(args: argparse.Namespace) -> int:
           f"mean IoU {best['mean_iou']:.3f} (blob threshold {best['blob_threshold']}, GRU threshold "
           f"{best['gru_threshold']}, window {best['window']} channels)")
     print(f"checkpoints in {out}")
+    if args.ship:
+        from mlsky.alma.finder.ship import ship_default_weights
+        from mlsky.config import get_scale
+
+        title = (f"ALMA finder ({saved.blobs_model} on matched-filtered images, Deep GRU), trained at "
+                 f"MLSKY_SCALE={get_scale()} with seed {args.seed}")
+        for name, digest in ship_default_weights(out, title=title).items():
+            print(f"shipped {name} sha256 {digest}")
     return 0
 
 
@@ -133,6 +141,10 @@ def add_train(sub) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the checkpoints (default: the cache folder for MLSKY_SCALE); resumes there")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulations and of training")
+    p.add_argument("--ship", action="store_true",
+                   help="then export the weights (no optimiser state) as the package's default weights and "
+                        "record their sha256 (maintainers, in a source checkout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=train)
 
 

@@ -276,9 +276,8 @@ def detect(cube: Any, weights: str | os.PathLike | None = None, device=None) -> 
         A FITS path, an HDU, a :class:`~mlsky.alma.sim.SimulatedCube`, ``(data, header)``
         or a :class:`Cube`.
     weights
-        Folder of trained networks (``mlsky alma train --out DIR``). Default: the folder for
-        the current scale in the mlsky cache, where ``mlsky alma train`` writes without
-        ``--out``.
+        Folder of trained networks (``mlsky alma train --out DIR``). Default: the weights that
+        ship with mlsky (:mod:`mlsky.alma.finder.ship`), checked against their sha256.
 
     Returns
     -------
@@ -287,4 +286,8 @@ def detect(cube: Any, weights: str | os.PathLike | None = None, device=None) -> 
         3-D box ``x0..z1``, ``fwhm_x, fwhm_y`` (pix and arcsec), ``pa_deg``, ``fwhm_z``
         (channels and kHz), ``flux`` (Jy, at the line peak) and ``deblend``.
     """
-    return AlmaSourceFinder(weights or default_weights_dir(), device).load().predict(cube)
+    if weights is None:
+        from mlsky.data.weights import shipped_weights
+
+        weights = shipped_weights("alma_finder")
+    return AlmaSourceFinder(weights, device).load().predict(cube)

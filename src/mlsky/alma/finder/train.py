@@ -224,7 +224,7 @@ def training_plan(scale: str | None = None, *, paper_model: bool = False) -> Tra
     )
 
 
-def simulate_cubes(n: int, shape: tuple[int, int, int], seed: int) -> Iterator:
+def simulate_cubes(n: int, shape: tuple[int, int, int], seed: int, progress: bool = True) -> Iterator:
     """``n`` random simulated cubes with seeds ``seed, seed + 1, ...``, one at a time.
 
     A generator, so that a training set of hundreds of cubes never sits in memory at once;
@@ -232,7 +232,7 @@ def simulate_cubes(n: int, shape: tuple[int, int, int], seed: int) -> Iterator:
     """
     from mlsky.alma.sim.simulate import random_cube
 
-    for i in tqdm(range(n), desc="simulating", leave=False):
+    for i in tqdm(range(n), desc="simulating", leave=False, disable=not progress):
         yield random_cube(seed + i, shape=shape)
 
 
@@ -396,8 +396,8 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
     out = Path(out) if out is not None else default_weights_dir()
     out.mkdir(parents=True, exist_ok=True)
     rng = seed_everything(seed)
-    val_cubes = list(val_cubes if val_cubes is not None else simulate_cubes(plan.n_val, plan.shape, seed + 10**6))
-    train = training_sets(train_cubes if train_cubes is not None else simulate_cubes(plan.n_train, plan.shape, seed),
+    val_cubes = list(val_cubes if val_cubes is not None else simulate_cubes(plan.n_val, plan.shape, seed + 10**6, progress))
+    train = training_sets(train_cubes if train_cubes is not None else simulate_cubes(plan.n_train, plan.shape, seed, progress),
                           plan, rng)
     val = training_sets(val_cubes, plan, rng)
     first = as_cube(val_cubes[0])

@@ -94,3 +94,25 @@ def load_checkpoint(path: str | os.PathLike, model_name: str, device=None) -> tu
     best = state.get("best_state_dict")
     model.load_state_dict(best if best is not None else state["state_dict"])
     return model.to(device or "cpu").eval(), state["extra"]
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Write the inference weights of a training checkpoint, without its optimiser state.
+
+    The best validation epoch's weights become the only weights; the loss history and the
+    ``extra`` dictionary stay (the validation curves are part of what a model is). The result
+    loads with :func:`load_checkpoint` like any checkpoint, but cannot resume training.
+    """
+    from mlsky import __version__
+
+    raw = torch.load(Path(src), map_location="cpu", weights_only=True)
+    state = read_checkpoint(src, raw.get("model_name", "") if isinstance(raw, dict) else "")
+    best = state.get("best_state_dict")
+    exported = {**state, "state_dict": best if best is not None else state["state_dict"], "best_state_dict": None,
+                "optimizer": None, "mlsky_version": __version__}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.part")
+    torch.save(exported, tmp)
+    os.replace(tmp, dst)
+    return dst
