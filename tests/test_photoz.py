@@ -248,45 +248,6 @@ def test_transform_plain_arrays():
     np.testing.assert_array_equal(sel.transform(X), X[:, [2, 4]])
 
 
-# -- the DR16 fetch (no network: the SDSS service is replaced) ---------------------------
-def test_dr16q_query_fetch_and_load(monkeypatch, tmp_path):
-    from astroquery.sdss import SDSS
-
-    from mlsky.data import sdss
-
-    query = sdss.dr16q_query(top=5)
-    assert query.startswith("SELECT TOP 5 s.specObjID, s.z AS zspec")
-    assert "p.cModelMagErr_z" in query and "p.extinction_r" in query and "s.class = 'QSO'" in query
-    seen = {}
-
-    def fake_query_sql(sql, data_release, timeout):
-        seen.update(sql=sql, release=data_release)
-        t = _two_kinds(3)
-        for kind in ("petroMag", "fiberMag", "cModelMag"):
-            for b in "ugriz":
-                t[f"{kind}_{b}"] = t[f"psfMag_{b}"]
-                t[f"{kind}Err_{b}"] = t[f"psfMagErr_{b}"]
-        for name in ("specObjID", "zspec_err", "objID", "ra", "dec"):
-            t[name] = np.arange(3.0)
-        return t
-
-    monkeypatch.setattr(SDSS, "query_sql", fake_query_sql)
-    monkeypatch.delenv("MLSKY_DATA_DIR", raising=False)
-    table = sdss.load_dr16q(online=True)
-    assert seen["release"] == 16 and "FROM SpecObj AS s JOIN PhotoObj" in seen["sql"]
-    assert len(table) == 3 and dr16q_features(table).n_features == 355
-
-
-def test_dr16q_answer_missing_column(monkeypatch, tmp_path):
-    from astroquery.sdss import SDSS
-
-    from mlsky.data import sdss
-
-    monkeypatch.setattr(SDSS, "query_sql", lambda *a, **k: Table({"zspec": [1.0]}))
-    with pytest.raises(KeyError, match="psfMag_u"):
-        sdss.fetch_dr16q(tmp_path)
-
-
 def test_cli_select(data_dir, capsys):
     from mlsky.cli import main
 
