@@ -261,6 +261,7 @@ def test_options_a_fetch_does_not_take_are_refused(tmp_path, monkeypatch):
 
 # --- VizieR: the DR5Q catalogue as VizieR's VOTable answer --------------------------------
 def test_dr5q_from_a_vizier_votable(tmp_path, monkeypatch):
+    pytest.importorskip("cryptography", reason="the HTTPS imitation of VizieR makes its certificate with it")
     from astropy.io.votable import from_table
     from astropy.table import MaskedColumn
 
@@ -310,3 +311,10 @@ def test_real_skyserver_answers_a_count():
         pytest.skip("SDSS SkyServer is not reachable")
     table = skyserver.query_sql("SELECT COUNT(*) AS n FROM zooSpec", retries=1)
     assert int(table["n"][0]) > 600_000
+
+
+@pytest.mark.network
+def test_real_cutout_service_sends_a_whole_jpeg():
+    if not ud.network_available():
+        pytest.skip("SDSS SkyServer is not reachable")
+    assert skyserver.is_jpeg(ud.download_cutout(179.689293428354, -0.454379056007667, size=32, retries=1))
