@@ -17,6 +17,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.table import Table
 
@@ -90,6 +91,14 @@ def test_error_page_is_a_clear_error_and_is_not_replayed(fake_sdss):
     table = skyserver.query_sql("SELECT TOP 3 z.dr7objid FROM zooSpec AS z", **FAST)
     assert len(table) == 3 and table.colnames == ["dr7objid"]
     assert _astroquery_cache() == before
+
+
+def test_ids_beyond_int64_are_read_exactly(fake_sdss):
+    # eBOSS specObjIDs exceed 2**63: as text they would not stack with the int64 of other pages.
+    table = skyserver.query_sql("SELECT '12384756231234567890' AS specObjID, 1.5 AS z "
+                                "UNION ALL SELECT '299489676975171584', 2.5")
+    assert table["specObjID"].dtype == np.uint64
+    assert [int(i) for i in table["specObjID"]] == [12384756231234567890, 299489676975171584]
 
 
 def test_sql_error_names_what_the_service_said(fake_sdss):

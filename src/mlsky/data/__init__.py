@@ -6,7 +6,9 @@ Every data set has a name, its online source and the sha256 of each file of its 
 1. the cache (``MLSKY_CACHE_DIR``; in a source checkout ``data/cache/``; else the user's
    cache folder), where online fetches are kept;
 2. ``MLSKY_DATA_DIR``, a folder holding offline copies (one sub-folder per data set);
-3. the online service, whose result is written to the cache with a manifest of checksums.
+3. the online service, whose result is written to the cache with a manifest of checksums
+   (:func:`fetch_online`: one writer at a time, resumable after an error or Ctrl-C;
+   ``mlsky data fetch NAME`` on the command line).
 
 A copy whose checksums do not match is an error that names the file, never skipped; no
 data set is ever replaced by synthetic data.

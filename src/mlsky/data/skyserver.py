@@ -26,12 +26,14 @@ import html
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
 import requests
 from astropy.table import Table, vstack
+from astropy.utils.exceptions import AstropyWarning
 
 from mlsky.data import DataUnavailableError
 
@@ -188,10 +190,18 @@ def query_sql(sql: str, *, data_release: int = 16, timeout: float = SQL_TIME_LIM
         raise ServiceError(f"{what}: {type(err).__name__}: {err}") from err
     text = response.text
     try:
-        return Table.read(text, format="ascii.csv", comment="#", guess=False)
+        with warnings.catch_warnings():
+            # SDSS ids above 2**63 (specObjIDs of high plate numbers) overflow int64 and are read
+            # as text; they are made unsigned integers below, so every page has the same type.
+            warnings.filterwarnings("ignore", message="OverflowError converting to IntType", category=AstropyWarning)
+            table = Table.read(text, format="ascii.csv", comment="#", guess=False)
     except Exception as err:  # astropy's readers raise several types; all mean "not a table"
         raise ServiceError(f"{what}: the answer is not a readable CSV table (cut short?): {err}. "
                            f"It begins: {_said(text, 160)!r}") from err
+    for name in table.colnames:
+        if name.lower().endswith("objid") and len(table):
+            table[name] = np.asarray(table[name]).astype(np.uint64)
+    return table
 
 
 def query_sql_pages(select: str, where: str, id_column: str, *, data_release: int = 16,
