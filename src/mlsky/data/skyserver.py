@@ -132,7 +132,8 @@ def with_retries(call: Callable[[], T], what: str, *, retries: int = RETRIES, ba
     ServiceError
         When every attempt failed, with the last failure.
     """
-    for attempt in range(retries + 1):
+    attempt = 0
+    while True:
         try:
             return call()
         except (_Transient, requests.ConnectionError, requests.Timeout,
@@ -141,7 +142,7 @@ def with_retries(call: Callable[[], T], what: str, *, retries: int = RETRIES, ba
                 raise ServiceError(f"{what}: failed {retries + 1} times; the last time: "
                                    f"{type(err).__name__}: {err}") from err
             time.sleep(backoff * 2**attempt)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 def query_sql(sql: str, *, data_release: int = 16, timeout: float = SQL_TIME_LIMIT + 30,
@@ -263,7 +264,7 @@ def query_sql_pages(select: str, where: str, id_column: str, *, data_release: in
     if fetched != total:
         raise ServiceError(f"SkyServer DR{data_release}: the pages hold {fetched} rows, but COUNT(*) "
                            f"counted {total}: the answer is incomplete (or the table changed).")
-    return vstack(pages, metadata_conflicts="silent") if pages else counted[:0]
+    return vstack(pages, metadata_conflicts="silent") if pages else Table()
 
 
 def _column_name(page: Table, id_column: str) -> str:
