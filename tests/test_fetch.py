@@ -314,6 +314,27 @@ def test_cli_data_fetch(fake_sdss, tmp_path, monkeypatch, capsys):
     assert "has no online source" in capsys.readouterr().err
 
 
+def test_cli_fetch_interrupted_by_ctrl_c_resumes(fake_sdss, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLSKY_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("MLSKY_DATA_DIR", raising=False)
+    images = data.staging_dir("galaxyzoo1") / "images"
+    fake_sdss.slow_seconds = 30.0
+    fake_sdss.take_fault = lambda path, params: "slow" if path.endswith("getjpeg") and len(
+        list(images.glob("*.jpeg"))) >= 3 else None
+    watcher = _interrupt_when(lambda: len(list(images.glob("*.jpeg"))) >= 3)
+    assert cli.main(["data", "fetch", "galaxyzoo1", "--n", "8", "--rate", "6000"]) == 130
+    watcher.join()
+    assert "interrupted; 4 whole files kept in" in capsys.readouterr().err  # 3 images + the sample
+    fake_sdss.take_fault = lambda path, params: None
+    fake_sdss.requests.clear()
+    assert cli.main(["data", "fetch", "galaxyzoo1", "--n", "8", "--rate", "6000"]) == 0
+    assert sum(p.endswith("getjpeg") for p in fake_sdss.requests) == 5
+    (tmp_path / "galaxyzoo1" / "labels.csv").write_text("damaged")
+    assert cli.main(["data", "fetch", "galaxyzoo1"]) == 2
+    assert "fails its checksum" in capsys.readouterr().err
+    assert cli.main(["data", "fetch", "galaxyzoo1", "--n", "8", "--rate", "6000", "--refetch"]) == 0
+
+
 @pytest.mark.network
 def test_real_skyserver_answers_a_count():
     if not ud.network_available():

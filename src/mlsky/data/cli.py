@@ -14,8 +14,9 @@ def fetch(args: argparse.Namespace) -> int:
     from mlsky import data
 
     ds = data.get(args.name)
-    found = data.find_offline(args.name)  # verified: a damaged copy is an error, never skipped
-    if found is not None and not args.refetch:
+    # Verified: a damaged copy is an error, never skipped (--refetch replaces it).
+    found = None if args.refetch else data.find_offline(args.name)
+    if found is not None:
         print(f"{args.name}: verified copy in {found} (sha256 of every file checked); "
               "--refetch fetches it again from its service.")
         return 0
