@@ -93,6 +93,7 @@ def test_failed_fetch_keeps_whole_files_to_resume_from(tmp_path, monkeypatch):
     staging = data.staging_dir("sdss_dr5q")
     assert [p.relative_to(staging).as_posix() for p in staging.rglob("*")] == ["images", "images/1.jpeg"]
     assert data.find_offline("sdss_dr5q") is None  # a staging folder is never taken for a copy
+    assert data.status()["sdss_dr5q"].endswith("(a fetch stopped with 1 files; `mlsky data fetch sdss_dr5q` resumes it)")
 
 
 def test_online_fetch_is_cached_with_a_manifest(data_dir, tmp_path, monkeypatch):

@@ -246,21 +246,25 @@ def _writer_lock(name: str) -> Iterator[None]:
     """Hold the cache's lock of data set ``name``: one fetch writes it at a time."""
     lock = cache_dir() / f".{name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            owner = lock.read_text().strip()
-            if owner.isdigit() and _alive(int(owner)):
-                raise DataError(f"data set {name!r} is being fetched by another process (pid {owner}, "
-                                f"lock {lock}); wait for it to finish.") from None
-            lock.unlink(missing_ok=True)  # its owner is gone: the lock is stale
-    else:
-        raise DataError(f"could not take the lock {lock} of data set {name!r}.")
+    # The pid is written first and linked into place in one step, so a lock is never seen empty.
+    mine = lock.with_name(f"{lock.name}.{os.getpid()}")
+    mine.write_text(str(os.getpid()))
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        for _ in range(2):
+            try:
+                os.link(mine, lock)
+                break
+            except FileExistsError:
+                owner = lock.read_text().strip()
+                if owner.isdigit() and _alive(int(owner)):
+                    raise DataError(f"data set {name!r} is being fetched by another process (pid {owner}, "
+                                    f"lock {lock}); wait for it to finish.") from None
+                lock.unlink(missing_ok=True)  # its owner is gone: the lock is stale
+        else:
+            raise DataError(f"could not take the lock {lock} of data set {name!r}.")
+    finally:
+        mine.unlink()
+    try:
         yield
     finally:
         lock.unlink(missing_ok=True)
@@ -382,9 +386,13 @@ def status() -> dict[str, str]:
     """For each registered data set, where its verified offline copy is, or why there is none."""
     report = {}
     for name in REGISTRY:
+        found = None
         try:
             found = find_offline(name)
             report[name] = str(found) if found else "not found offline"
         except DataCorruptError as err:
             report[name] = f"CORRUPT: {err}"
+        if found is None and staging_dir(name).is_dir():
+            kept = sum(1 for p in staging_dir(name).rglob("*") if p.is_file())
+            report[name] += f" (a fetch stopped with {kept} files; `mlsky data fetch {name}` resumes it)"
     return report
