@@ -111,14 +111,16 @@ def check_answer(response: requests.Response, what: str) -> None:
         On any other error status, or an HTML page where data was asked for (SkyServer
         reports a failed query so, with status 200), quoting what the service said.
     """
-    said = _said(response.text) if response.content else "an empty answer"
+    def said() -> str:
+        return _said(response.text) if response.content else "an empty answer"
+
     if response.status_code == 429 or response.status_code >= 500:
-        raise _Transient(f"HTTP {response.status_code} {response.reason}: {said}")
+        raise _Transient(f"HTTP {response.status_code} {response.reason}: {said()}")
     if response.status_code >= 400:
-        raise ServiceError(f"{what}: SkyServer answered HTTP {response.status_code} {response.reason}: {said}")
+        raise ServiceError(f"{what}: SkyServer answered HTTP {response.status_code} {response.reason}: {said()}")
     head = response.content[:512].lstrip().lower()
     if "html" in response.headers.get("Content-Type", "") or head.startswith((b"<!doctype", b"<html")):
-        raise ServiceError(f"{what}: SkyServer sent an error page instead of data: {said}")
+        raise ServiceError(f"{what}: SkyServer sent an error page instead of data: {said()}")
 
 
 def with_retries(call: Callable[[], T], what: str, *, retries: int = RETRIES, backoff: float = BACKOFF) -> T:
@@ -172,7 +174,8 @@ def query_sql(sql: str, *, data_release: int = 16, timeout: float = SQL_TIME_LIM
     ------
     ServiceError
         An error page, an HTTP error, an answer that is not a readable CSV table (cut short),
-        or a service that did not answer within ``timeout``.
+        or a service that did not answer within ``timeout`` (not retried: the same query
+        would be as slow again).
     """
     from astroquery.sdss import SDSS
 
@@ -181,7 +184,10 @@ def query_sql(sql: str, *, data_release: int = 16, timeout: float = SQL_TIME_LIM
     def ask() -> requests.Response:
         if rate is not None:
             rate.wait()
-        response = SDSS.query_sql_async(sql, timeout=timeout, data_release=data_release, cache=False)
+        try:
+            response = SDSS.query_sql_async(sql, timeout=timeout, data_release=data_release, cache=False)
+        except requests.ReadTimeout as err:  # the same query would be as slow again: not retried
+            raise ServiceError(f"{what}: no answer within {timeout:g} s ({err}).") from err
         check_answer(response, what)
         return response
 
