@@ -30,6 +30,21 @@ def test_bad_scale_is_one_clear_line(monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("mlsky info: error: MLSKY_SCALE='galactic' is not a scale")
 
 
+@pytest.mark.parametrize("argv", [
+    ["info"], ["data", "fetch", "sdss_dr5q"], ["photoz", "select"],
+    ["ulisse", "embed", "cutouts", "-o", "features.npz"], ["ulisse", "search", "features.npz", "--prototype", "1"],
+    ["alma", "simulate", "--n", "1", "--out", "cubes"], ["alma", "compare-casa"], ["alma", "train", "--out", "w"],
+    ["alma", "detect", "cube.fits", "-o", "cat.ecsv"],
+])
+def test_every_command_refuses_a_bad_scale_before_any_work(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLSKY_SCALE", "bogus")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"mlsky {argv[0]}: error: MLSKY_SCALE='bogus' is not a scale; use one of ci, laptop, paper.\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_python_dash_m_mlsky():
     done = subprocess.run([sys.executable, "-m", "mlsky", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("mlsky ")

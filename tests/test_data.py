@@ -68,13 +68,32 @@ def test_no_network_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("MLSKY_DATA_DIR")
 
     def unreachable(dest):
-        (dest / "partial.txt").write_text("half")
+        (dest / "SDSS_QSO.tab.gz.part").write_text("half")  # unfinished files end in .part
         raise ConnectionError("no route to host")
 
     monkeypatch.setattr(sdss, "fetch_dr5q", unreachable)
-    with pytest.raises(data.DataUnavailableError, match="fetching it from VizieR VII/252.*no route to host"):
+    with pytest.raises(data.DataUnavailableError, match="fetching it from VizieR VII/252.*no route to host") as err:
         data.locate("sdss_dr5q")
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [] and "kept" not in str(err.value)
+
+
+def test_failed_fetch_keeps_whole_files_to_resume_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLSKY_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("MLSKY_DATA_DIR")
+
+    def half_done(dest):
+        (dest / "images").mkdir(exist_ok=True)
+        (dest / "images" / "1.jpeg").write_bytes(b"whole")
+        (dest / "images" / "2.jpeg.part").write_bytes(b"half")
+        raise ConnectionError("reset by peer")
+
+    monkeypatch.setattr(sdss, "fetch_dr5q", half_done)
+    with pytest.raises(data.DataUnavailableError, match="The 1 whole files fetched are kept in .*resumes"):
+        data.fetch_online("sdss_dr5q")
+    staging = data.staging_dir("sdss_dr5q")
+    assert [p.relative_to(staging).as_posix() for p in staging.rglob("*")] == ["images", "images/1.jpeg"]
+    assert data.find_offline("sdss_dr5q") is None  # a staging folder is never taken for a copy
+    assert data.status()["sdss_dr5q"].endswith("(a fetch stopped with 1 files; `mlsky data fetch sdss_dr5q` resumes it)")
 
 
 def test_online_fetch_is_cached_with_a_manifest(data_dir, tmp_path, monkeypatch):

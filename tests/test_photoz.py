@@ -197,6 +197,55 @@ def test_missing_magnitudes_dropped_and_counted():
     assert len(space.features) == 1 and space.z.tolist() == [1.0]
 
 
+def test_masked_fill_and_absurd_values_are_dropped_and_counted():
+    from astropy.table import MaskedColumn
+
+    # Row 1: masked (1e20 under the mask); 2: -9999; 3: a 1e300 magnitude; 4: masked int
+    # radio flux; 5: a fill value in an extra column; 0 and 6 are good.
+    t = Table({"u_mag": MaskedColumn([19.0, 1e20, -9999.0, 1e300, 19.2, 19.1, 20.0],
+                                     mask=[0, 1, 0, 0, 0, 0, 0]),
+               "g_mag": [18.0, 18.5, 18.1, 18.2, 18.3, 18.4, 18.9], "sig_u_mag": [0.1] * 7, "sig_g_mag": [0.1] * 7,
+               "FIRST": MaskedColumn([0, 1, 2, 3, 4, 5, 6], mask=[0, 0, 0, 0, 1, 0, 0]),
+               "ROSAT": [-9.0, -9.0, -9.0, -9.0, -9.0, 1e20, -1.2], "z": [1.0, 2.0, 3.0, 1.5, 2.5, 0.5, 2.2]})
+    with pytest.warns(UserWarning) as caught:
+        space = build_features(t, {"psf": ("{band}_mag", "sig_{band}_mag")}, bands="ug", extra=("FIRST", "ROSAT"))
+    text = str(caught[0].message)
+    assert text.startswith("build_features: dropped 5 of 7 objects (2 with a masked value, ")
+    assert "1 with a 'not measured' magnitude (-9999, 0)" in text and "1 with a magnitude beyond ±100" in text
+    assert text.endswith("1 with a fill value (|x| >= 1e+20)).")
+    assert list(space.kept) == [True, False, False, False, False, False, True]
+    assert np.abs(space.to_numpy()).max() < 100 and space.z.tolist() == [1.0, 2.2]
+
+
+def test_selector_refuses_masked_sentinel_and_overflowing_input():
+    rng = np.random.default_rng(0)
+    X, z = rng.normal(size=(60, 3)), rng.uniform(0, 3, 60)
+    t = Table(X, names=["a", "b", "c"], masked=True)
+    t["b"].mask[4] = True
+    with pytest.raises(ValueError, match=r"1 masked values \(in b\)"):
+        ForwardSelector(1, n_neighbors=3).fit(t, z)
+    for value, message in [(-9999.0, "values of -9999 or 1e20"), (1e20, "values of -9999 or 1e20"),
+                           (1e300, "squared distances overflow float64")]:
+        bad = X.copy()
+        bad[7, 2] = value
+        with pytest.raises(ValueError, match=message):
+            ForwardSelector(1, n_neighbors=3).fit(bad, z)
+    with pytest.raises(ValueError, match="n_neighbors=0: the number of neighbours must be an integer >= 1"):
+        ForwardSelector(1, n_neighbors=0).fit(X, z)
+
+
+def test_cli_select_small_draw_and_bad_k(data_dir, capsys):
+    from mlsky.cli import main
+
+    # Ten quasars: the radio and X-ray columns are constant (no detection), std 0.
+    assert main(["photoz", "select", "--n", "10", "--n-features", "2", "--k", "2", "--folds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("±") == 2 and "nan" not in out
+    assert main(["photoz", "select", "--n", "200", "--k", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "mlsky photoz: error: n_neighbors=0: the number of neighbours must be an integer >= 1.\n"
+
+
 def test_dr5q_native_and_derived_counts(data_dir):
     from mlsky.data.sdss import load_dr5q
 
@@ -246,45 +295,6 @@ def test_transform_plain_arrays():
     sel = ForwardSelector(2, n_neighbors=5, cv=3).fit(X, z)
     assert sorted(sel.selected_.tolist()) == [2, 4]
     np.testing.assert_array_equal(sel.transform(X), X[:, [2, 4]])
-
-
-# -- the DR16 fetch (no network: the SDSS service is replaced) ---------------------------
-def test_dr16q_query_fetch_and_load(monkeypatch, tmp_path):
-    from astroquery.sdss import SDSS
-
-    from mlsky.data import sdss
-
-    query = sdss.dr16q_query(top=5)
-    assert query.startswith("SELECT TOP 5 s.specObjID, s.z AS zspec")
-    assert "p.cModelMagErr_z" in query and "p.extinction_r" in query and "s.class = 'QSO'" in query
-    seen = {}
-
-    def fake_query_sql(sql, data_release, timeout):
-        seen.update(sql=sql, release=data_release)
-        t = _two_kinds(3)
-        for kind in ("petroMag", "fiberMag", "cModelMag"):
-            for b in "ugriz":
-                t[f"{kind}_{b}"] = t[f"psfMag_{b}"]
-                t[f"{kind}Err_{b}"] = t[f"psfMagErr_{b}"]
-        for name in ("specObjID", "zspec_err", "objID", "ra", "dec"):
-            t[name] = np.arange(3.0)
-        return t
-
-    monkeypatch.setattr(SDSS, "query_sql", fake_query_sql)
-    monkeypatch.delenv("MLSKY_DATA_DIR", raising=False)
-    table = sdss.load_dr16q(online=True)
-    assert seen["release"] == 16 and "FROM SpecObj AS s JOIN PhotoObj" in seen["sql"]
-    assert len(table) == 3 and dr16q_features(table).n_features == 355
-
-
-def test_dr16q_answer_missing_column(monkeypatch, tmp_path):
-    from astroquery.sdss import SDSS
-
-    from mlsky.data import sdss
-
-    monkeypatch.setattr(SDSS, "query_sql", lambda *a, **k: Table({"zspec": [1.0]}))
-    with pytest.raises(KeyError, match="psfMag_u"):
-        sdss.fetch_dr16q(tmp_path)
 
 
 def test_cli_select(data_dir, capsys):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
 #: Modules whose ``register(subparsers)`` adds a sub-command (one per case study).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("mlsky.ulisse.cli", "mlsky.alma.cli", "mlsky.photoz.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("mlsky.data.cli", "mlsky.ulisse.cli", "mlsky.alma.cli",
+                                        "mlsky.photoz.cli")
 
 
 def pretrained_weights() -> dict[str, str]:
@@ -73,11 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; errors of mlsky become one clear line and exit status 2."""
-    from mlsky.config import ConfigError
+    from mlsky.config import ConfigError, get_scale
     from mlsky.data import DataError
 
     args = build_parser().parse_args(argv)
     try:
+        if os.environ.get("MLSKY_SCALE", "").strip():
+            get_scale()  # a bad MLSKY_SCALE is refused by every command, before any work
         return int(args.func(args) or 0)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as err:
         print(f"mlsky {args.command}: error: {err}", file=sys.stderr)

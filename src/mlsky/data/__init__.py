@@ -6,7 +6,9 @@ Every data set has a name, its online source and the sha256 of each file of its 
 1. the cache (``MLSKY_CACHE_DIR``; in a source checkout ``data/cache/``; else the user's
    cache folder), where online fetches are kept;
 2. ``MLSKY_DATA_DIR``, a folder holding offline copies (one sub-folder per data set);
-3. the online service, whose result is written to the cache with a manifest of checksums.
+3. the online service, whose result is written to the cache with a manifest of checksums
+   (:func:`fetch_online`: one writer at a time, resumable after an error or Ctrl-C;
+   ``mlsky data fetch NAME`` on the command line).
 
 A copy whose checksums do not match is an error that names the file, never skipped; no
 data set is ever replaced by synthetic data.
@@ -23,14 +25,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import os
 import shutil
-import tempfile
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 MANIFEST = "MANIFEST.sha256"
 
@@ -229,15 +232,93 @@ def _how_to_get(ds: DataSet) -> str:
     )
 
 
-def fetch_online(name: str) -> Path:
+def staging_dir(name: str) -> Path:
+    """The folder an online fetch of ``name`` writes into before it is complete.
+
+    A fetch that stops (an error, Ctrl-C) keeps there only whole files that it can resume
+    from (downloaded images); the next fetch of the same data set continues from them.
+    """
+    return cache_dir() / f".{name}.partial"
+
+
+@contextmanager
+def _writer_lock(name: str) -> Iterator[None]:
+    """Hold the cache's lock of data set ``name``: one fetch writes it at a time."""
+    lock = cache_dir() / f".{name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    # The pid is written first and linked into place in one step, so a lock is never seen empty.
+    mine = lock.with_name(f"{lock.name}.{os.getpid()}")
+    mine.write_text(str(os.getpid()))
+    try:
+        for _ in range(2):
+            try:
+                os.link(mine, lock)
+                break
+            except FileExistsError:
+                owner = lock.read_text().strip()
+                if owner.isdigit() and _alive(int(owner)):
+                    raise DataError(f"data set {name!r} is being fetched by another process (pid {owner}, "
+                                    f"lock {lock}); wait for it to finish.") from None
+                lock.unlink(missing_ok=True)  # its owner is gone: the lock is stale
+        else:
+            raise DataError(f"could not take the lock {lock} of data set {name!r}.")
+    finally:
+        mine.unlink()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _discard_unfinished(folder: Path) -> int:
+    """Delete the partial files (``*.part``) under ``folder``, and ``folder`` if nothing is left.
+
+    Returns the number of whole files kept to resume from.
+    """
+    if not folder.is_dir():
+        return 0
+    for part in folder.rglob("*.part"):
+        part.unlink(missing_ok=True)
+    kept = sum(1 for p in folder.rglob("*") if p.is_file())
+    if kept == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+    return kept
+
+
+def fetch_online(name: str, **options) -> Path:
     """Fetch data set ``name`` from its online service into the cache and return its folder.
 
-    The fetch writes into a temporary folder first, so a failed fetch leaves nothing behind.
+    The fetch writes into :func:`staging_dir` first and moves it into place only when it
+    is complete, with a manifest of checksums. What an interrupted or failed fetch leaves
+    there is only whole files (downloaded images), which the next fetch resumes from;
+    partial files are deleted in every case, Ctrl-C included. One process fetches a data set
+    at a time (a lock file with its pid).
+
+    Parameters
+    ----------
+    name
+        A registered data set with an online source.
+    **options
+        Keyword arguments of the data set's fetch function (``rate``, ``seed``...).
 
     Raises
     ------
     DataUnavailableError
         If the data set has no online source or the service cannot be reached.
+    DataError
+        If another process is fetching the same data set.
+    ValueError
+        If an option is not one the data set's fetch function takes.
     """
     ds = get(name)
     fetch = ds.fetcher()
@@ -245,22 +326,32 @@ def fetch_online(name: str) -> Path:
         raise DataUnavailableError(
             f"data set {name!r} ({ds.title}) has no online source ({ds.source}).\n{_how_to_get(ds)}"
         )
+    parameters = inspect.signature(fetch).parameters
+    unknown = set(options) - set(parameters)
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise ValueError(f"data set {name!r} is fetched without the option(s) {', '.join(sorted(unknown))}.")
     target = cache_dir() / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-    try:
-        fetch(tmp)
-        lines = [f"{sha256(p)}  {p.relative_to(tmp)}" for p in sorted(tmp.rglob("*")) if p.is_file()]
-        (tmp / MANIFEST).write_text("\n".join(lines) + "\n")
-    except Exception as err:  # astroquery/requests raise many types; all mean "not fetched"
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataUnavailableError(
-            f"data set {name!r} ({ds.title}) is not available offline and fetching it from "
-            f"{ds.source} failed: {type(err).__name__}: {err}\n{_how_to_get(ds)}"
-        ) from err
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    staging = staging_dir(name)
+    with _writer_lock(name):
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            fetch(staging, **options)
+            (staging / MANIFEST).unlink(missing_ok=True)
+            lines = [f"{sha256(p)}  {p.relative_to(staging)}" for p in sorted(staging.rglob("*")) if p.is_file()]
+            (staging / MANIFEST).write_text("\n".join(lines) + "\n")
+        except Exception as err:  # astroquery/requests raise many types; all mean "not fetched"
+            kept = _discard_unfinished(staging)
+            resume = (f"\nThe {kept} whole files fetched are kept in {staging}; fetching again resumes "
+                      "from them." if kept else "")
+            raise DataUnavailableError(
+                f"data set {name!r} ({ds.title}) is not available offline and fetching it from "
+                f"{ds.source} failed: {type(err).__name__}: {err}{resume}\n{_how_to_get(ds)}"
+            ) from err
+        finally:
+            _discard_unfinished(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
     return target
 
 
@@ -295,9 +386,13 @@ def status() -> dict[str, str]:
     """For each registered data set, where its verified offline copy is, or why there is none."""
     report = {}
     for name in REGISTRY:
+        found = None
         try:
             found = find_offline(name)
             report[name] = str(found) if found else "not found offline"
         except DataCorruptError as err:
             report[name] = f"CORRUPT: {err}"
+        if found is None and staging_dir(name).is_dir():
+            kept = sum(1 for p in staging_dir(name).rglob("*") if p.is_file())
+            report[name] += f" (a fetch stopped with {kept} files; `mlsky data fetch {name}` resumes it)"
     return report

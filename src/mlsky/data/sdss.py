@@ -11,13 +11,14 @@ Examples
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from mlsky.data import DataCorruptError, locate
+from mlsky.data import DataCorruptError, locate, skyserver
 
 DR5Q_FILE = "SDSS_QSO.tab.gz"
 BANDS = "ugriz"
@@ -87,15 +88,22 @@ def load_dr5q(n: int | None = None, *, seed: int = 0, online: bool = True) -> Ta
     return table
 
 
-def fetch_dr5q(dest: Path) -> None:
+def fetch_dr5q(dest: Path, *, vizier_server: str | None = None) -> None:
     """Fetch VizieR VII/252 and write it in the layout of the offline copy (``SDSS_QSO.tab.gz``).
 
     VizieR names the columns ``umag``, ``e_umag``... and the absolute magnitude ``Mi``;
     they are renamed to the offline copy's names so that one reader serves both.
-    """
-    from astroquery.vizier import Vizier
 
-    catalogs = Vizier(columns=["**"], row_limit=-1).get_catalogs("VII/252")
+    Parameters
+    ----------
+    vizier_server
+        Host (and port) of the VizieR server; default: astroquery's ``conf.server``, read
+        now (astroquery reads it once, at import, and accepts only the known mirrors).
+    """
+    from astroquery.vizier import Vizier, conf
+
+    catalogs = Vizier(columns=["**"], row_limit=-1,
+                      vizier_server=vizier_server or conf.server).get_catalogs("VII/252")
     if len(catalogs) == 0:
         raise ConnectionError("VizieR returned no table for VII/252")
     viz = catalogs[0]
@@ -112,12 +120,16 @@ def fetch_dr5q(dest: Path) -> None:
     for ours, theirs in names.items():
         column = viz[theirs]
         out[ours] = column.filled(fill.get(ours, np.nan)) if hasattr(column, "filled") else column
-    with gzip.open(dest / DR5Q_FILE, "wt") as fh:
+    part = dest / f"{DR5Q_FILE}.part"  # unfinished files end in .part (see fetch_online)
+    with gzip.open(part, "wt") as fh:
         out.write(fh, format="ascii.basic")
+    os.replace(part, dest / DR5Q_FILE)
 
 
-# --- SDSS DR16 quasars with five kinds of magnitudes (the paper's feature space) ---------
-DR16Q_FILE = "dr16q_photometry.fits"
+# --- SDSS DR16 spectra the pipeline classed QSO, with five kinds of magnitudes ------------
+# Not the DR16Q catalogue (Lyke et al. 2020), whose classes were inspected by eye: every
+# DR16 spectrum that the SDSS pipeline classed 'QSO' without a redshift warning.
+DR16_QSO_FILE = "sdss_dr16_qso.fits"
 #: SDSS photometry kinds joined to the quasars: PhotoObj column prefix -> error prefix.
 DR16_MAGNITUDES = {
     "psf": ("psfMag", "psfMagErr"),
@@ -126,10 +138,15 @@ DR16_MAGNITUDES = {
     "fiber": ("fiberMag", "fiberMagErr"),
     "cmodel": ("cModelMag", "cModelMagErr"),
 }
+#: The selection: DR16 spectra classed QSO by the pipeline, no redshift warning, with photometry.
+DR16_QSO_FROM = ("FROM SpecObj AS s JOIN PhotoObj AS p ON s.bestObjID = p.objID "
+                 "WHERE s.class = 'QSO' AND s.zWarning = 0")
+DR16_QSO_TITLE = ("SDSS DR16 spectra classed QSO by the pipeline (zWarning = 0; not the DR16Q catalogue) "
+                  "with PSF, model, Petrosian, fibre and cModel ugriz")
 
 
 def dr16q_columns() -> dict[str, str]:
-    """Output column name -> SQL expression of :func:`dr16q_query`."""
+    """Output column name -> SQL expression of :func:`dr16q_select`."""
     columns = {"specObjID": "s.specObjID", "zspec": "s.z", "zspec_err": "s.zErr",
                "objID": "p.objID", "ra": "p.ra", "dec": "p.dec"}
     for mag, err in DR16_MAGNITUDES.values():
@@ -139,42 +156,53 @@ def dr16q_columns() -> dict[str, str]:
     return columns
 
 
-def dr16q_query(top: int | None = None) -> str:
-    """The SDSS SQL joining DR16 spectroscopic quasars to their photometry.
+def dr16q_select() -> str:
+    """The SQL column list of the DR16 QSO fetch (after ``SELECT``, before :data:`DR16_QSO_FROM`).
 
-    Every quasar (``class = 'QSO'``, no redshift warning) with its PSF, model, Petrosian,
-    fibre and cModel magnitudes and errors in ugriz and the Galactic extinction.
+    Each spectrum's id and redshift, with its PSF, model, Petrosian, fibre and cModel
+    magnitudes and errors in ugriz and the Galactic extinction.
     """
-    select = ", ".join(expr if expr.endswith("." + name) else f"{expr} AS {name}"
-                       for name, expr in dr16q_columns().items())
-    head = f"SELECT TOP {int(top)}" if top else "SELECT"
-    return (f"{head} {select}\n"
-            "FROM SpecObj AS s JOIN PhotoObj AS p ON s.bestObjID = p.objID\n"
-            "WHERE s.class = 'QSO' AND s.zWarning = 0")
+    return ", ".join(expr if expr.endswith("." + name) else f"{expr} AS {name}"
+                     for name, expr in dr16q_columns().items())
 
 
-def fetch_dr16q(dest: Path, *, top: int | None = None) -> None:
-    """Run :func:`dr16q_query` on the SDSS DR16 SkyServer (astroquery.sdss) into ``dest``."""
-    from astroquery.sdss import SDSS
+def fetch_dr16q(dest: Path, *, page_size: int = skyserver.SQL_PAGE_SIZE, rate: float = skyserver.RATE) -> None:
+    """Fetch the DR16 spectra classed QSO with their photometry from SkyServer into ``dest``.
 
-    table = SDSS.query_sql(dr16q_query(top), data_release=16, timeout=1800)
-    if table is None or len(table) == 0:
-        raise ConnectionError("the SDSS DR16 query returned no rows")
+    The rows come in pages ordered by ``specObjID`` (SkyServer cuts an answer at 500,000
+    rows without notice) and must add up to a ``COUNT(*)`` of the selection; see
+    :func:`mlsky.data.skyserver.query_sql_pages`.
+
+    Parameters
+    ----------
+    page_size
+        Rows per SQL page.
+    rate
+        Requests a minute (SkyServer allows 60 per client).
+    """
+    table = skyserver.query_sql_pages(dr16q_select(), DR16_QSO_FROM, "s.specObjID", data_release=16,
+                                      page_size=page_size, rate=skyserver.RateLimit(rate))
+    if len(table) == 0:
+        raise skyserver.ServiceError("the SDSS DR16 query found no spectrum classed QSO")
     missing = [c for c in dr16q_columns() if c not in table.colnames]
     if missing:
-        raise KeyError(f"the SDSS DR16 answer lacks the column(s) {', '.join(missing)}")
-    table.meta["title"] = "SDSS DR16 quasars with PSF, model, Petrosian, fibre and cModel ugriz"
-    table.write(dest / DR16Q_FILE, format="fits")
+        raise skyserver.ServiceError(f"the SDSS DR16 answer lacks the column(s) {', '.join(missing)}")
+    table.meta["title"] = DR16_QSO_TITLE
+    part = dest / f"{DR16_QSO_FILE}.part"  # unfinished files end in .part (see fetch_online)
+    table.write(part, format="fits")
+    os.replace(part, dest / DR16_QSO_FILE)
 
 
 def load_dr16q(n: int | None = None, *, seed: int = 0, online: bool = True) -> Table:
-    """SDSS DR16 quasars with five kinds of ugriz magnitudes (cached after one online fetch).
+    """DR16 spectra classed QSO by the SDSS pipeline, with five kinds of ugriz magnitudes.
 
-    Columns: ``zspec``, ``psfMag_u`` ... ``cModelMagErr_z``, ``extinction_u`` ... (see
-    :func:`dr16q_query`). Needs the SDSS SkyServer once; without a network and without a
-    cached copy it raises :class:`mlsky.data.DataUnavailableError`.
+    These are the pipeline's ``class = 'QSO'`` spectra without a redshift warning, not the
+    visually inspected DR16Q catalogue (Lyke et al. 2020). Columns: ``zspec``, ``psfMag_u``
+    ... ``cModelMagErr_z``, ``extinction_u`` ... (see :func:`dr16q_select`). Needs the SDSS
+    SkyServer once (data set ``sdss_dr16_qso``); without a network and without a cached copy
+    it raises :class:`mlsky.data.DataUnavailableError`.
     """
-    path = locate("sdss_dr16q", online=online) / DR16Q_FILE
+    path = locate("sdss_dr16_qso", online=online) / DR16_QSO_FILE
     try:
         table = Table.read(path, format="fits")
     except Exception as err:

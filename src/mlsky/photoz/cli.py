@@ -11,6 +11,8 @@ import warnings
 
 def select(args: argparse.Namespace) -> int:
     """Run the forward selection on DR5Q quasars and print the selection path."""
+    from sklearn.preprocessing import StandardScaler
+
     import mlsky
     from mlsky.data.sdss import load_dr5q
     from mlsky.photoz import ForwardSelector
@@ -22,8 +24,9 @@ def select(args: argparse.Namespace) -> int:
         space = dr5q_features(load_dr5q(args.n, seed=args.seed), derived=args.derived)
     for w in caught:
         print(f"note: {w.message}")
-    X = space.to_numpy()
-    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    # StandardScaler leaves a constant column (std 0, common in a small draw) as it is,
+    # where dividing by its std would fill it with NaN.
+    X = StandardScaler().fit_transform(space.to_numpy())
     print(f"{len(X)} quasars, {space.n_features} features, C({space.n_features}, {args.n_features}) = "
           f"{space.n_subsets(args.n_features):.3g} possible sets")
     selector = ForwardSelector(args.n_features, n_neighbors=args.k, cv=args.folds, scoring=args.scoring,

@@ -34,6 +34,11 @@ from astropy.table import Table
 TARGET_DERIVED = frozenset({"mp", "mi", "m_i", "mi_z2", "z", "zspec", "z_spec", "redshift", "z_qso"})
 #: Magnitude values SDSS uses for "no measurement".
 MISSING_MAGNITUDES = (-9999.0, 0.0)
+#: Largest |magnitude| that is a measurement (the faintest sources are ~30 mag); beyond it,
+#: a value is a flag or a damaged row, and its squares would overflow derived features.
+MAX_ABS_MAGNITUDE = 100.0
+#: Values from this size on are fill values (astropy fills masked floats with 1e20), not data.
+FILL_VALUE_FLOOR = 1e20
 #: The DR5Q catalogue's PSF magnitudes and errors, in the notation of build_features.
 DR5Q_TYPES = {"psf": ("{band}_mag", "sig_{band}_mag")}
 #: The DR5Q radio and X-ray columns, used as they are.
@@ -89,13 +94,16 @@ def _refuse_target(names) -> None:
         )
 
 
-def _column(table: Table, name: str) -> np.ndarray:
+def _column(table: Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The values of column ``name`` as float64, and which of them are masked."""
     if name not in table.colnames:
         source = table.meta.get("source", "the table")
         raise KeyError(f"{source} has no column {name!r} (columns: {', '.join(table.colnames)}).")
     column = table[name]
-    values = column.filled(np.nan) if hasattr(column, "filled") else column
-    return np.asarray(values, dtype=np.float64)
+    masked = np.ma.getmaskarray(column)
+    # The data under a mask (a fill value such as 1e20) is never a measurement: NaN stands in.
+    values = np.where(masked, np.nan, np.ma.getdata(column).astype(np.float64))
+    return values, masked
 
 
 def build_features(table: Table, types: dict[str, tuple[str, str | None]], *, bands: str = "ugriz",
@@ -125,8 +133,10 @@ def build_features(table: Table, types: dict[str, tuple[str, str | None]], *, ba
     Returns
     -------
     FeatureSpace
-        Rows with a missing or non-finite magnitude or error are dropped and counted
-        (a warning says how many), never imputed.
+        Rows with a masked value, a "not measured" magnitude, a magnitude beyond
+        :data:`MAX_ABS_MAGNITUDE`, a fill value (:data:`FILL_VALUE_FLOOR`), a negative error
+        or a non-finite value (redshift included) are dropped and counted (a warning gives
+        the count of each reason), never imputed.
 
     Raises
     ------
@@ -137,34 +147,47 @@ def build_features(table: Table, types: dict[str, tuple[str, str | None]], *, ba
     """
     _refuse_target([tpl.format(band=b) for mag, err in types.values() for tpl in (mag, err) if tpl
                     for b in bands] + list(extra))
-    mags: dict[str, np.ndarray] = {}
-    errs: dict[str, np.ndarray] = {}
-    for kind, (mag_tpl, err_tpl) in types.items():
-        for b in bands:
-            mags[f"{b}_{kind}"] = _column(table, mag_tpl.format(band=b))
-            if err_tpl:
-                errs[f"sig_{b}_{kind}"] = _column(table, err_tpl.format(band=b))
-    ext = {f"ext_{b}": _column(table, extinction.format(band=b)) for b in bands} if extinction else {}
-    extras = {name: _column(table, name) for name in extra}
-    bad = np.zeros(len(table), dtype=bool)
-    for values in mags.values():
-        bad |= ~np.isfinite(values) | np.isin(values, missing)
-    for values in [*errs.values(), *ext.values(), *extras.values()]:
-        bad |= ~np.isfinite(values)
-    for values in errs.values():
-        bad |= values < 0
+    mag_cols = {f"{b}_{kind}": mag.format(band=b) for kind, (mag, _) in types.items() for b in bands}
+    err_cols = {f"sig_{b}_{kind}": err.format(band=b) for kind, (_, err) in types.items() if err for b in bands}
+    ext_cols = {f"ext_{b}": extinction.format(band=b) for b in bands} if extinction else {}
+    read = {ours: _column(table, theirs)
+            for ours, theirs in (mag_cols | err_cols | ext_cols | {name: name for name in extra}).items()}
+    if target:
+        z_values, z_masked = _column(table, target)
+    values = {name: v for name, (v, _) in read.items()}
+    mags = {name: values[name] for name in mag_cols}
+    masked = np.any([m for _, m in read.values()] + ([z_masked] if target else []), axis=0)
+    nobody = np.zeros(len(table), dtype=bool)
+    # Why rows are dropped, in order: each dropped row is counted under its first reason.
+    reasons = {
+        "a masked value": masked,
+        f"a 'not measured' magnitude ({', '.join(f'{v:g}' for v in missing)})":
+            np.any([np.isin(v, missing) for v in mags.values()], axis=0),
+        f"a magnitude beyond ±{MAX_ABS_MAGNITUDE:g}": np.any([np.abs(v) > MAX_ABS_MAGNITUDE for v in mags.values()], axis=0),
+        f"a fill value (|x| >= {FILL_VALUE_FLOOR:g})": np.any([np.abs(v) >= FILL_VALUE_FLOOR for v in values.values()], axis=0),
+        "a negative error": np.any([values[name] < 0 for name in err_cols], axis=0) if err_cols else nobody,
+        "a non-finite value": ~masked & np.any([~np.isfinite(v) for v in values.values()]
+                                               + ([~np.isfinite(z_values)] if target else []), axis=0),
+    }
+    bad = np.any(list(reasons.values()), axis=0)
     kept = ~bad
     n_dropped = int(bad.sum())
     if n_dropped:
-        warnings.warn(f"build_features: dropped {n_dropped} of {len(table)} objects with a missing "
-                      f"(-9999, 0) or non-finite magnitude or error.", stacklevel=2)
+        counted = np.zeros(len(table), dtype=bool)
+        parts = []
+        for why, rows in reasons.items():
+            if (first := rows & ~counted).any():
+                parts.append(f"{int(first.sum())} with {why}")
+            counted |= rows
+        warnings.warn(f"build_features: dropped {n_dropped} of {len(table)} objects ({', '.join(parts)}).",
+                      stacklevel=2)
     out = Table()
-    for name, values in [*mags.items(), *errs.items(), *ext.items(), *extras.items()]:
-        out[name] = values[kept]
+    for name, column in values.items():
+        out[name] = column[kept]
     for (a, va), (b, vb) in itertools.combinations(mags.items(), 2):
         out[f"{a}-{b}"] = (va - vb)[kept]
     out.meta["n_dropped"] = n_dropped
-    z = _column(table, target)[kept] if target else None
+    z = z_values[kept] if target else None
     return FeatureSpace(out, z, kept, n_dropped)
 
 

@@ -52,6 +52,7 @@ Examples
 from __future__ import annotations
 
 from collections import Counter
+from numbers import Integral
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -73,10 +74,38 @@ TIE_EPS = 1e-9
 BOUND_MARGIN = 1e-9
 
 
+#: Values that stand for "no measurement": SDSS's -9999, astropy's fill value of masked floats.
+SENTINELS = (-9999.0, 1e20)
+
+
 def _as_array(X) -> tuple[np.ndarray, list[str] | None]:
-    if isinstance(X, Table):
-        return np.column_stack([np.asarray(X[c], dtype=np.float64) for c in X.colnames]), list(X.colnames)
-    return X, None
+    """``X`` as an array and its column names; masked values are refused, never read as data."""
+    names = list(X.colnames) if isinstance(X, Table) else None
+    columns = [X[c] for c in X.colnames] if isinstance(X, Table) else [X]
+    n_masked = sum(int(np.count_nonzero(np.ma.getmaskarray(c))) for c in columns)
+    if n_masked:
+        where = [c.name for c in columns if np.ma.is_masked(c)] if names else ["X"]
+        raise ValueError(f"{n_masked} masked values (in {', '.join(map(str, where[:5]))}): a masked value is "
+                         "no measurement. Drop those rows (build_features does, and counts them) first.")
+    if names is None:
+        return np.ma.getdata(X), None
+    return np.column_stack([np.asarray(c, dtype=np.float64) for c in columns]), names
+
+
+def _check_values(X: np.ndarray, names: list[str] | None) -> None:
+    """Refuse sentinel values and values whose squared distances would overflow float64."""
+    sentinel = np.isin(X, SENTINELS)
+    if sentinel.any():
+        column = int(np.flatnonzero(sentinel.any(axis=0))[0])
+        raise ValueError(
+            f"X holds {int(sentinel.sum())} values of -9999 or 1e20 (first in column "
+            f"{names[column] if names else column}): SDSS's 'not measured' and astropy's fill value "
+            "are not measurements. Drop those rows (build_features does, and counts them) first.")
+    # A distance sums n_features squares of differences of up to twice the largest value.
+    largest, limit = float(np.abs(X).max()), np.sqrt(np.finfo(np.float64).max / X.shape[1]) / 2
+    if largest > limit:
+        raise ValueError(f"X holds values up to {largest:.3g}: their squared distances overflow float64 "
+                         f"(limit {limit:.3g}). Standardise the features first (sklearn's StandardScaler).")
 
 
 class ForwardSelector(SelectorMixin, BaseEstimator):
@@ -157,11 +186,15 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            On non-finite values, an unknown scoring, too many features asked for, or a
-            training fold with fewer objects than ``n_neighbors``.
+            On masked, sentinel (-9999, 1e20) or non-finite values, values so large that
+            distances overflow, ``n_neighbors`` < 1, an unknown scoring, too many features
+            asked for, or a training fold with fewer objects than ``n_neighbors``.
         """
         X, names = _as_array(X)
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, ensure_min_features=2)
+        _check_values(X, names)
+        if isinstance(self.n_neighbors, bool) or not isinstance(self.n_neighbors, Integral) or self.n_neighbors < 1:
+            raise ValueError(f"n_neighbors={self.n_neighbors!r}: the number of neighbours must be an integer >= 1.")
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
         if self.scoring not in ("nmad", "eta", "crps"):

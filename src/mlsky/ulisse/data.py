@@ -18,14 +18,17 @@ Examples
 from __future__ import annotations
 
 import csv
+import os
 import socket
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import requests
 from astropy.table import Table
 
-from mlsky.data import DataCorruptError, locate
+from mlsky.data import DataError, locate, skyserver
 from mlsky.ulisse.cutouts import list_images
 
 #: Galaxy Zoo 1 classes of the offline copy's ``labels.csv``.
@@ -35,7 +38,6 @@ GZ1_CLASSES = {0: "elliptical", 1: "clockwise spiral", 2: "anticlockwise spiral"
 #: of one kind (and a search that ignores orientation cannot tell them apart), so they are
 #: merged; "don't know" is no class, so it is never a prototype (its objects stay searchable).
 EVAL_CLASS = {0: "elliptical", 1: "spiral", 2: "spiral", 3: "edge-on", 4: "", 5: "merger"}
-SDSS_CUTOUT_URL = "https://skyserver.sdss.org/dr16/SkyServerWS/ImgCutout/getjpeg"
 #: BPT classes of SDSS galSpecExtra (Brinchmann et al. 2004).
 BPT_CLASSES = {-1: "unclassifiable", 1: "star-forming", 2: "low S/N star-forming", 3: "composite",
                4: "AGN", 5: "low S/N LINER"}
@@ -145,65 +147,148 @@ def network_available(host: str = "skyserver.sdss.org", port: int = 443, timeout
         return False
 
 
-def download_cutout(ra: float, dec: float, *, scale: float = 0.4, size: int = 64) -> bytes:
-    """A gri JPEG cutout from the SDSS image cutout service (``scale`` arcsec per pixel)."""
-    from astropy.utils.data import download_file
-
-    url = f"{SDSS_CUTOUT_URL}?ra={ra:.6f}&dec={dec:.6f}&scale={scale}&width={size}&height={size}"
-    return Path(download_file(url, cache=False, timeout=60)).read_bytes()
+def cutout_url(data_release: int = 16) -> str:
+    """The SDSS image cutout service of a data release (at astroquery's SkyServer address)."""
+    return f"{skyserver.base_url(data_release)}/SkyServerWS/ImgCutout/getjpeg"
 
 
-def _write_cutouts(dest: Path, table: Table, id_column: str, *, scale: float, size: int) -> None:
+def download_cutout(ra: float, dec: float, *, scale: float = 0.4, size: int = 64,
+                    session: requests.Session | None = None, rate: skyserver.RateLimit | None = None,
+                    **kwargs) -> bytes:
+    """A gri JPEG cutout from the SDSS image cutout service (``scale`` arcsec per pixel).
+
+    Retried with back-off while the service is busy or the image arrives cut short; see
+    :func:`mlsky.data.skyserver.download_jpeg` (``kwargs``: timeout, retries, backoff).
+    """
+    params = {"ra": f"{ra:.6f}", "dec": f"{dec:.6f}", "scale": scale, "width": size, "height": size}
+    what = f"SDSS cutout at ra={ra:.6f} dec={dec:.6f}"
+    if session is not None:
+        return skyserver.download_jpeg(session, cutout_url(), params, what, rate=rate, **kwargs)
+    with requests.Session() as own:
+        return skyserver.download_jpeg(own, cutout_url(), params, what, rate=rate, **kwargs)
+
+
+def _write_cutouts(dest: Path, table: Table, id_column: str, *, scale: float, size: int,
+                   rate: skyserver.RateLimit, progress: bool = True, **kwargs) -> None:
+    """Download each row's cutout into ``dest/images/<id>.jpeg``, resuming from those present.
+
+    An image is written as ``<id>.jpeg.part`` and renamed when whole, so a file with the
+    final name is always a whole JPEG (checked again here before it is skipped). A cutout
+    that still fails after its retries does not stop the others; the failures are counted
+    and reported at the end, and a new call fetches only what is missing.
+
+    Raises
+    ------
+    ServiceError
+        If some cutouts could not be fetched (the message counts them and names the first).
+    """
+    from tqdm.auto import tqdm
+
     images = dest / "images"
     images.mkdir(parents=True, exist_ok=True)
-    for row in table:
-        data = download_cutout(float(row["ra"]), float(row["dec"]), scale=scale, size=size)
-        if not data.startswith(b"\xff\xd8"):
-            raise DataCorruptError(f"the SDSS cutout service sent no JPEG for {row[id_column]}.")
-        (images / f"{row[id_column]}.jpeg").write_bytes(data)
+    todo = [row for row in table if not _whole_jpeg(images / f"{row[id_column]}.jpeg")]
+    failed: list[str] = []
+    with requests.Session() as session, tqdm(total=len(table), initial=len(table) - len(todo), unit="cutouts",
+                                             desc="SDSS cutouts", disable=not progress) as bar:
+        for row in todo:
+            path = images / f"{row[id_column]}.jpeg"
+            part = path.with_name(path.name + ".part")
+            try:
+                part.write_bytes(download_cutout(float(row["ra"]), float(row["dec"]), scale=scale, size=size,
+                                                 session=session, rate=rate, **kwargs))
+                os.replace(part, path)
+            except skyserver.ServiceError as err:
+                failed.append(f"{row[id_column]}: {err}")
+            finally:
+                part.unlink(missing_ok=True)
+            bar.update()
+    if failed:
+        raise skyserver.ServiceError(
+            f"{len(failed)} of {len(table)} cutouts could not be fetched (first: {failed[0]}). The "
+            f"{len(table) - len(failed)} fetched are kept in {images}; fetching again downloads only the rest.")
 
 
-def fetch_galaxyzoo1(dest: Path, *, n: int = 6664, scale: float = 0.4, size: int = 423) -> None:
+def _whole_jpeg(path: Path) -> bool:
+    return path.is_file() and skyserver.is_jpeg(path.read_bytes())
+
+
+def _sample(dest: Path, name: str, query: Callable[[], Table], settings: dict) -> Table:
+    """The catalogue of a cutout fetch: queried once, kept in ``dest/name`` to resume from.
+
+    Raises
+    ------
+    DataError
+        If ``dest`` holds the catalogue of a fetch with other settings (seed, size...).
+    """
+    path = dest / name
+    if path.is_file():
+        table = Table.read(path, format="ascii.ecsv")
+        kept = {k: table.meta.get(k) for k in settings}
+        if kept != settings:
+            raise DataError(f"{dest} holds a fetch begun with {kept}, not {settings}: finish it with those "
+                            "settings, or delete the folder to start again.")
+        return table
+    table = query()
+    table.meta.update(settings)
+    dest.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    table.write(part, format="ascii.ecsv")
+    os.replace(part, path)
+    return table
+
+
+def fetch_galaxyzoo1(dest: Path, *, n: int = 6664, scale: float = 0.4, size: int = 423, seed: int = 0,
+                     rate: float = skyserver.RATE, progress: bool = True, **kwargs) -> None:
     """Fetch Galaxy Zoo 1 galaxies from SDSS ``zooSpec`` and their cutouts into ``dest``.
 
-    The class of each galaxy is its largest vote fraction (elliptical, clockwise, anticlockwise,
-    edge-on, don't know, merger), written as ``labels.csv`` (``OBJID,CLASS``) beside
-    ``images/<objid>.jpeg``, the layout of the offline copy. The offline copy's exact selection
-    of objects is not recorded, so an online fetch gives a sample of the same kind, not the
-    same files (its manifest of checksums is written by :func:`mlsky.data.fetch_online`).
+    ``n`` galaxies are drawn across the whole sky with ``seed`` (see
+    :func:`mlsky.data.skyserver.query_sample`), identified by their SDSS DR7 objID
+    (``dr7objid``, as in the offline copy and Galaxy Zoo 1's own tables; zooSpec's ``objid`` is
+    the DR8 id). The class of each galaxy is its largest vote fraction (elliptical, clockwise,
+    anticlockwise, edge-on, don't know, merger), written as ``labels.csv`` (``OBJID,CLASS``)
+    beside ``images/<dr7objid>.jpeg``, the layout of the offline copy, and the query's answer
+    as ``zoospec.ecsv``. The offline copy's exact selection of objects is not recorded, so an
+    online fetch gives a sample of the same kind, not the same files (its manifest of
+    checksums is written by :func:`mlsky.data.fetch_online`).
+
+    An interrupted fetch resumes: the catalogue and the whole images already in ``dest`` are
+    kept. ``rate`` is the number of requests a minute (SkyServer allows 60 per client);
+    ``kwargs`` go to the requests (timeout, retries, backoff).
     """
-    from astroquery.sdss import SDSS
+    votes = ("p_el", "p_cw", "p_acw", "p_edge", "p_dk", "p_mg")
+    limit = skyserver.RateLimit(rate)
+    table = _sample(dest, "zoospec.ecsv", lambda: skyserver.query_sample(
+        f"z.dr7objid, z.ra, z.dec, {', '.join('z.' + v for v in votes)}",
+        "FROM zooSpec AS z WHERE z.dr7objid > 0", "z.dr7objid", n, seed=seed, rate=limit, **kwargs),
+        {"n": n, "seed": seed, "scale": scale, "size": size})
+    table["OBJID"] = [str(i) for i in table["dr7objid"]]
+    table["CLASS"] = np.argmax(np.vstack([np.asarray(table[v], dtype=float) for v in votes]), axis=0)
+    _write_cutouts(dest, table, "OBJID", scale=scale, size=size, rate=limit, progress=progress, **kwargs)
+    part = dest / "labels.csv.part"
+    table["OBJID", "CLASS"].write(part, format="ascii.csv")
+    os.replace(part, dest / "labels.csv")
 
-    query = (f"SELECT TOP {int(n)} z.objid, z.ra, z.dec, z.p_el, z.p_cw, z.p_acw, z.p_edge, z.p_dk, z.p_mg "
-             "FROM zooSpec AS z ORDER BY z.objid")
-    table = SDSS.query_sql(query, data_release=16)
-    if table is None or len(table) == 0:
-        raise ConnectionError("SDSS returned no rows for the zooSpec query.")
-    votes = np.vstack([np.asarray(table[c], dtype=float) for c in ("p_el", "p_cw", "p_acw", "p_edge", "p_dk", "p_mg")])
-    table["CLASS"] = np.argmax(votes, axis=0)
-    table["OBJID"] = [str(i) for i in table["objid"]]
-    _write_cutouts(dest, table, "OBJID", scale=scale, size=size)
-    table["OBJID", "CLASS"].write(dest / "labels.csv", format="ascii.csv")
 
-
-def fetch_bpt_sample(dest: Path, *, n: int = 2000, scale: float = 0.4, size: int = 64, seed: int = 0) -> Table:
+def fetch_bpt_sample(dest: Path, *, n: int = 2000, scale: float = 0.4, size: int = 64, seed: int = 0,
+                     rate: float = skyserver.RATE, progress: bool = True, **kwargs) -> Table:
     """ULISSE's AGN data: SDSS galaxies with BPT classes (``galSpecExtra``) and 64x64 cutouts.
 
-    Writes ``images/<specobjid>.jpeg`` and ``labels.csv`` (``ID,BPT``) into ``dest`` and returns
-    the catalogue (``ID, ra, dec, bptclass, BPT``). Needs a network.
+    ``n`` galaxies drawn across the sky with ``seed`` (different seeds, different galaxies).
+    Writes ``images/<specobjid>.jpeg``, ``labels.csv`` (``ID,BPT``) and the query's answer
+    ``galspec.ecsv`` into ``dest`` and returns the catalogue (``ID, ra, dec, bptclass,
+    BPT``). Needs a network; an interrupted fetch into the same ``dest`` resumes.
     """
-    from astroquery.sdss import SDSS
-
-    query = (f"SELECT TOP {int(n)} s.specObjID AS specobjid, s.ra, s.dec, e.bptclass "
-             "FROM galSpecExtra AS e JOIN SpecObj AS s ON s.specObjID = e.specObjID "
-             f"WHERE s.class = 'GALAXY' AND s.zWarning = 0 AND e.bptclass IN (-1, 1, 2, 3, 4, 5) "
-             f"ORDER BY (s.specObjID % 1000003 + {int(seed)}) % 1000003")
-    table = SDSS.query_sql(query, data_release=16)
-    if table is None or len(table) == 0:
-        raise ConnectionError("SDSS returned no rows for the galSpecExtra query.")
+    limit = skyserver.RateLimit(rate)
+    table = _sample(dest, "galspec.ecsv", lambda: skyserver.query_sample(
+        "s.specObjID AS specobjid, s.ra, s.dec, e.bptclass",
+        "FROM galSpecExtra AS e JOIN SpecObj AS s ON s.specObjID = e.specObjID "
+        "WHERE s.class = 'GALAXY' AND s.zWarning = 0 AND e.bptclass IN (-1, 1, 2, 3, 4, 5)",
+        "s.specObjID", n, seed=seed, rate=limit, **kwargs),
+        {"n": n, "seed": seed, "scale": scale, "size": size})
     table["ID"] = [str(i) for i in table["specobjid"]]
     table["BPT"] = [BPT_CLASSES[int(c)] for c in table["bptclass"]]
-    dest.mkdir(parents=True, exist_ok=True)
-    _write_cutouts(dest, table, "ID", scale=scale, size=size)
-    table["ID", "BPT"].write(dest / "labels.csv", format="ascii.csv", overwrite=True)
+    _write_cutouts(dest, table, "ID", scale=scale, size=size, rate=limit, progress=progress, **kwargs)
+    part = dest / "labels.csv.part"
+    table["ID", "BPT"].write(part, format="ascii.csv")
+    os.replace(part, dest / "labels.csv")
     return table["ID", "ra", "dec", "bptclass", "BPT"]
