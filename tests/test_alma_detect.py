@@ -393,3 +393,17 @@ def test_export_drops_the_optimiser_and_keeps_the_best_weights(tiny_fcn_weights,
     a = detect(bright_cube(), weights=out)
     b = detect(bright_cube(), weights=tmp_path / "shipped")
     assert len(a) == len(b) and np.allclose(np.asarray(a["x"]), np.asarray(b["x"]))
+
+
+@pytest.mark.parametrize("output, message", [("cat.txt", "unknown catalogue format '.txt'"),
+                                             ("missing/cat.ecsv", "does not exist"),
+                                             ("/sys/c.ecsv", "is not writable")])
+def test_cli_detect_checks_its_output_before_any_work(tmp_path, capsys, output, message):
+    from mlsky.cli import main
+
+    [dirty, *_] = bright_cube().to_fits(tmp_path / "c")
+    # No weights are needed to refuse: the output is checked first.
+    target = output if output.startswith("/") else str(tmp_path / output)
+    assert main(["alma", "detect", str(dirty), "-o", target, "--weights", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]

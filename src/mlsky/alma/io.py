@@ -97,8 +97,12 @@ def check_catalogue_path(path: str | os.PathLike, overwrite: bool = False) -> Pa
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{path}: folder {folder} is not writable")
+    try:  # access() says yes to root on read-only file systems such as /sys: try for real
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+    except OSError as err:
+        raise ValueError(f"{path}: folder {folder} is not writable ({err.strerror})") from err
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
