@@ -430,6 +430,33 @@ def recall_vs_snr(truths: Iterable[Table], pairs: dict[str, Table],
     return table
 
 
+def catalogue_agreement(references: Sequence[Table], others: Sequence[Table], *,
+                        beam_fwhm_pix: float | Sequence[float], tolerance_beams: float = TOLERANCE_BEAMS) -> dict[str, float]:
+    """How far two finders agree, cube by cube, with the strict match of :func:`match`.
+
+    Each reference catalogue plays the truth (its ``fwhm_z`` sets the spectral tolerance).
+
+    Returns
+    -------
+    dict
+        ``n_reference, n_other, n_common`` (pooled over the cubes), ``reference_found`` (share
+        of the reference's detections the other also makes), ``other_confirmed`` (share of the
+        other's detections the reference also makes) and ``jaccard``
+        (``n_common / (n_reference + n_other - n_common)``; 1 when both find the same).
+    """
+    beams = list(beam_fwhm_pix) if np.ndim(beam_fwhm_pix) == 1 else [beam_fwhm_pix] * len(references)
+    n_ref = n_other = n_common = 0
+    for ref, other, beam in zip(references, others, beams, strict=True):
+        n_ref += len(ref)
+        n_other += len(other)
+        n_common += len(match(ref, other, beam_fwhm_pix=beam, tolerance_beams=tolerance_beams))
+    union = n_ref + n_other - n_common
+    return {"n_reference": n_ref, "n_other": n_other, "n_common": n_common,
+            "reference_found": n_common / n_ref if n_ref else 1.0,
+            "other_confirmed": n_common / n_other if n_other else 1.0,
+            "jaccard": n_common / union if union else 1.0}
+
+
 def compare_finders(finders: dict[str, Callable[[Any], Table]], cubes: Sequence, truths: Sequence[Table],
                     **match_options) -> tuple[Table, dict[str, Table], dict[str, list[Table]]]:
     """Run every finder on the same cubes and score it (the paper's Table 4, strict matching).
