@@ -34,7 +34,7 @@ from astropy.table import Table
 from scipy import ndimage, stats
 
 from mlsky.alma.finder import Cube, as_cube, finish_catalogue, integrated_image
-from mlsky.alma.metrics import evaluate
+from mlsky.alma.metrics import beam_fwhm_of, evaluate
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 
 FULL_3D = np.ones((3, 3, 3), bool)
@@ -56,10 +56,6 @@ def _shape_from_moments(image: np.ndarray, mask: np.ndarray, beam_fwhm: float) -
     major, minor = (FWHM_PER_SIGMA * np.sqrt(max(v - beam_var, 0.25)) for v in evals[::-1])
     pa = np.degrees(np.arctan2(evecs[1, 1], evecs[0, 1])) % 180.0
     return float(cx), float(cy), float(major), float(minor), float(pa)
-
-
-def _beam_fwhm(cube: Cube) -> float:
-    return float(np.sqrt(cube.beam_area_pix / (np.pi / (4 * np.log(2)))))
 
 
 def catalogue_from_labels(cube: Cube, labels: np.ndarray, keep: Sequence[int] | None = None,
@@ -94,7 +90,7 @@ def _segment_row(cube: Cube, labels: np.ndarray, k: int, sl: tuple[slice, ...]) 
     mask = labels[sl] == k
     footprint = mask.any(axis=0)
     image = np.where(mask, snr, 0.0).sum(axis=0)
-    cx, cy, major, minor, pa = _shape_from_moments(image, footprint, _beam_fwhm(cube))
+    cx, cy, major, minor, pa = _shape_from_moments(image, footprint, beam_fwhm_of(cube))
     spectrum = np.where(footprint, cube.data[:, sl[1], sl[2]], 0.0).sum(axis=(1, 2)) / cube.beam_area_pix
     chans = np.arange(sl[0].start, sl[0].stop)
     wz = np.clip(snr.sum(axis=(1, 2), where=mask), 0, None) + 1e-9

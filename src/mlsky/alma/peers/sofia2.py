@@ -50,7 +50,7 @@ from astropy.stats import gaussian_fwhm_to_sigma, gaussian_sigma_to_fwhm
 from astropy.table import Table
 
 from mlsky.alma.finder import Cube, as_cube, finish_catalogue
-from mlsky.alma.metrics import catalogue_agreement
+from mlsky.alma.metrics import beam_fwhm_of, catalogue_agreement
 from mlsky.alma.peers.python import SofiaFinder, _Finder
 
 __all__ = ["SOFIA_ENV", "Sofia2Finder", "SofiaNotFoundError", "find_sofia", "read_sofia_catalogue", "sofia_agreement"]
@@ -152,7 +152,8 @@ class Sofia2Finder(_Finder):
     5.0
     """
 
-    param_grid = {"threshold": (3.5, 4.0, 4.5, 5.0, 5.5), "kernels_xy": ((0, 3, 6), (0, 3, 6, 9)),
+    # 24 runs of the binary per validation cube; SoFiA-2's defaults are the first of each.
+    param_grid = {"threshold": (5.0, 4.5, 4.0), "kernels_xy": ((0, 3, 6), (0, 3, 6, 9)),
                   "kernels_z": ((0, 3, 7, 15), (0, 3, 7)), "reliability": (False, True)}
 
     def __init__(self, threshold: float = 5.0, kernels_xy: Sequence[int] = (0, 3, 6),
@@ -220,10 +221,6 @@ class Sofia2Finder(_Finder):
         return catalogue_from_sofia(found, cube)
 
 
-def _beam_fwhm_pix(cube: Cube) -> float:
-    return float(np.sqrt(cube.beam_area_pix / (np.pi / (4 * np.log(2)))))
-
-
 def _fits_data(cube: Cube) -> np.ndarray:
     """The cube in Jy/beam with its blanked columns NaN again (SoFiA ignores NaN)."""
     return np.where(cube.blank[None], np.nan, cube.data).astype(np.float32)
@@ -232,7 +229,7 @@ def _fits_data(cube: Cube) -> np.ndarray:
 def _fits_header(cube: Cube) -> fits.Header:
     """The cube's WCS, its unit and a circular beam of its beam area (SoFiA reads BMAJ/BMIN)."""
     header = cube.wcs.to_header()
-    fwhm_deg = _beam_fwhm_pix(cube) * cube.pixel_scale_arcsec / 3600
+    fwhm_deg = beam_fwhm_of(cube) * cube.pixel_scale_arcsec / 3600
     header["BUNIT"] = "Jy/beam"
     header["BMAJ"], header["BMIN"], header["BPA"] = fwhm_deg, fwhm_deg, 0.0
     return header
@@ -241,7 +238,7 @@ def _fits_header(cube: Cube) -> fits.Header:
 def catalogue_from_sofia(found: Table, cube: Cube) -> Table:
     """Our catalogue (:data:`mlsky.alma.finder.catalogue.CATALOGUE_COLUMNS`) from SoFiA-2's,
     with the conversions of the module's notes."""
-    beam_sigma = _beam_fwhm_pix(cube) * gaussian_fwhm_to_sigma
+    beam_sigma = beam_fwhm_of(cube) * gaussian_fwhm_to_sigma
     channel = abs(float(_fits_header(cube)["CDELT3"]))
     rows = []
     for src in found:
@@ -280,4 +277,4 @@ def sofia_agreement(cubes: Sequence, python: _Finder | None = None, real: Sofia2
     real = real or Sofia2Finder()
     read = [as_cube(c) for c in cubes]
     return catalogue_agreement([real.predict(c) for c in read], [python.predict(c) for c in read],
-                               beam_fwhm_pix=[_beam_fwhm_pix(c) for c in read], tolerance_beams=tolerance_beams)
+                               beam_fwhm_pix=[beam_fwhm_of(c) for c in read], tolerance_beams=tolerance_beams)
