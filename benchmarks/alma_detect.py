@@ -15,7 +15,7 @@ validation cubes from 8,000,000, far from the training seeds) of ``--shape`` (de
 ``MLSKY_DATA_DIR`` holds them. Matching is strict (:mod:`mlsky.alma.metrics`: within 0.6 beam
 FWHM and ``max(2, 2 sigma_z)`` channels). Printed per finder: cubes per second, precision,
 recall, F1, the SDC2 score per true source, and the ratios of F1 and speed to the default
-SoFiA-2's.
+SoFiA-2's; and how many detections the Python SoFiA-like finder shares with the real one.
 
 Run: ``python benchmarks/alma_detect.py [--shape 128,256,256] [--n 12] [--n-val 4] [--weights DIR]``
 """
@@ -29,7 +29,15 @@ import time
 import mlsky
 from mlsky.alma.finder import as_cube
 from mlsky.alma.metrics import compare_finders
-from mlsky.alma.peers import BlobcatFinder, PhotutilsFinder, Sofia2Finder, SofiaFinder, SofiaNotFoundError, find_sofia
+from mlsky.alma.peers import (
+    BlobcatFinder,
+    PhotutilsFinder,
+    Sofia2Finder,
+    SofiaFinder,
+    SofiaNotFoundError,
+    find_sofia,
+    sofia_agreement,
+)
 from mlsky.alma.sim.casa import casa_reference_names, load_casa_reference
 from mlsky.alma.sim.simulate import random_cube
 from mlsky.data import DataUnavailableError
@@ -82,6 +90,12 @@ def report(title: str, finders: dict, sims: list) -> None:
     truths = [s.truth for s in sims]
     table, _, _ = compare_finders(finders, cubes, truths)
     print(f"\n{title}: {len(cubes)} cubes, {sum(len(t) for t in truths)} sources")
+    if REFERENCE in finders:
+        agree = sofia_agreement(cubes)
+        print(f"Python SoFiA-like vs SoFiA-2, both at their defaults: {agree['n_common']} common detections; "
+              f"{agree['reference_found']:.2f} of SoFiA-2's {agree['n_reference']} found, "
+              f"{agree['other_confirmed']:.2f} of the Python finder's {agree['n_other']} confirmed, "
+              f"Jaccard {agree['jaccard']:.2f}")
     print(f"{'finder':22s} {'cubes/s':>8s} {'P':>6s} {'R':>6s} {'F1':>6s} {'SDC2/src':>9s} {'F1 ratio':>9s} {'speed ratio':>12s}")
     ref = table[table["finder"] == REFERENCE]
     for row in table:

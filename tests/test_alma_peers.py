@@ -180,7 +180,7 @@ def test_sofia2_tuning_and_agreement_with_the_python_fallback(sofia):
     assert len(finder.scan_) == 4
     assert finder.best_score_["f1"] == max(finder.scan_["f1"])
     assert finder.threshold == finder.best_params_["threshold"]
-    agree = sofia_agreement(cubes[:2], python=SofiaFinder(threshold=5.0))
+    agree = sofia_agreement([cubes[0], as_cube(cubes[1])], python=SofiaFinder(threshold=5.0))
     # Both find the four bright sources.
     assert agree["n_common"] >= 4 and agree["reference_found"] == 1.0
     assert 0 < agree["jaccard"] <= 1

@@ -275,6 +275,6 @@ def sofia_agreement(cubes: Sequence, python: _Finder | None = None, real: Sofia2
     """
     python = python or SofiaFinder()
     real = real or Sofia2Finder()
-    read = [as_cube(c) for c in cubes]
+    read = [c if isinstance(c, Cube) else as_cube(c) for c in cubes]
     return catalogue_agreement([real.predict(c) for c in read], [python.predict(c) for c in read],
                                beam_fwhm_pix=[beam_fwhm_of(c) for c in read], tolerance_beams=tolerance_beams)
