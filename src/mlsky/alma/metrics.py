@@ -39,12 +39,16 @@ Examples
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from astropy.io import fits
 from astropy.stats import gaussian_fwhm_to_sigma
 from astropy.table import Table, vstack
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+from radio_beam import Beam
 from scipy.optimize import linear_sum_assignment
 
 BOX = ("x0", "x1", "y0", "y1", "z0", "z1")
@@ -98,12 +102,6 @@ def beam_fwhm_of(source: Any) -> float:
     header = source if isinstance(source, fits.Header) else getattr(source, "header", None)
     if header is None or "BMAJ" not in header or "BMIN" not in header:
         raise ValueError(f"{type(source).__name__} carries no beam (BMAJ/BMIN); pass beam_fwhm_pix=")
-    import warnings
-
-    from astropy.wcs import WCS, FITSFixedWarning
-    from astropy.wcs.utils import proj_plane_pixel_scales
-    from radio_beam import Beam
-
     beam = Beam.from_fits_header(header)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
