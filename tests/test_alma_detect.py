@@ -97,9 +97,13 @@ def test_nan_blanked_edges_count_as_empty_sky():
 # --- metrics ------------------------------------------------------------------------------
 
 
-def _table(rows):
+def _table(rows, beam_fwhm_pix=5.0):
+    """A truth table or catalogue of boxes, with a line FWHM of 4 channels and the beam in meta."""
     names = ("x", "y", "z", "x0", "x1", "y0", "y1", "z0", "z1")
-    return Table(rows=rows, names=names) if rows else Table(names=names)
+    table = Table(rows=rows, names=names) if rows else Table(names=names)
+    table["fwhm_z"] = np.full(len(table), 4.0)
+    table.meta["beam_fwhm_pix"] = beam_fwhm_pix
+    return table
 
 
 def test_box_iou_3d():
@@ -118,6 +122,14 @@ def test_matching_counts_tp_fp_fn():
     # One detection cannot match two sources.
     both = _table([(5, 5, 5, 0, 30, 0, 30, 0, 10)])
     assert len(match(truth, both)) == 1
+    # Box matching (the paper's) accepts an offset that the strict match does not.
+    off = _table([(8.5, 5, 5, 4, 13, 3, 8, 3, 8)])  # 3.5 px off: beyond 0.6 x 5 px
+    assert detection_scores(truth, off)["tp"] == 0
+    assert detection_scores(truth, off, criterion="box")["tp"] == 1
+    assert detection_scores(truth, off, tolerance_beams=0.8)["tp"] == 1
+    # Spectrally: within max(2, 2 sigma_z) = 3.4 channels of the line, not beyond.
+    assert detection_scores(truth, _table([(5, 5, 8.3, 3, 8, 3, 8, 3, 8)]))["tp"] == 1
+    assert detection_scores(truth, _table([(5, 5, 8.6, 3, 8, 3, 8, 3, 8)]))["tp"] == 0
     empty = detection_scores(truth, _table([]))
     assert (empty["tp"], empty["fn"], empty["precision"], empty["recall"]) == (0, 2, 1.0, 0.0)
 
@@ -359,7 +371,9 @@ def test_pipeline_figures(tiny_weights):
     assert len(plot_blobs(finder, [sim]).axes) >= 3
     plot_spectra(finder, sim)
     plot_training_curves(history)
-    _, pairs = evaluate([sim.truth], [SofiaFinder(threshold=5.0).predict(sim)])
+    # Kernels no wider than the 10 px gap, so that the two sources stay apart (strict matching).
+    _, pairs = evaluate([sim.truth], [SofiaFinder(threshold=5.0, spatial_fwhm=(0, 4)).predict(sim)])
+    assert len(pairs) == 2
     plot_residuals(pairs)
     finder.config_.window = 8
     assert finder.probability(as_cube(sim)).shape == (32, 32)

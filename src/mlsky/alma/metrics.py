@@ -1,38 +1,67 @@
-"""Scoring a catalogue against the truth, as in Delli Veneri et al. (2023), Tables 4 and 5.
+"""Scoring a catalogue against the truth: strict matching, the paper's IoU, and the SDC2 score.
 
-A detection and a true source can be matched when the centre of either lies inside the other's
-3-D bounding box; among those pairs the assignment that maximises the summed 3-D IoU is taken
-(Hungarian algorithm), so each source and each detection is used once. Matched pairs are true
-positives (TP), unmatched detections false positives (FP), unmatched sources false
-negatives (FN).
+**Strict matching (the default).** A detection can be matched with a true source when it lies
+within ``tolerance_beams`` beam FWHMs of the source on the sky (default 0.6: about 3 px for
+the ALMA set-up of the CASA cubes) and within ``max(2, 2 sigma_z)`` channels of its line
+centre. Among the admissible pairs the assignment of least summed distance (in units of the
+two tolerances) is taken (Hungarian algorithm), so each source and each detection is used once.
+Matched pairs are true positives (TP), unmatched detections false positives (FP), unmatched
+sources false negatives (FN).
+
+**Box matching** (``criterion="box"``, Delli Veneri et al. 2023, Table 4): a pair is admissible
+when the centre of either lies inside the other's 3-D bounding box, and the assignment
+maximises the summed 3-D IoU. It lets a detection several pixels off still count, hence no
+longer the default; the mean IoU of the matched pairs stays as a second figure either way.
+
+**SKA Science Data Challenge 2 score** (:func:`sdc2_scores`): each match earns the mean of
+its parameter sub-scores (each ``min(1, threshold / error)``), each false detection costs 1.
 
 Catalogues and truth tables share the column names of :mod:`mlsky.alma.sim.simulate`: ``x, y, z``
 (0-based pixels / channels), the box ``x0, x1, y0, y1, z0, z1`` (inclusive-exclusive) and,
-where estimated, ``fwhm_x, fwhm_y, pa_deg, fwhm_z, flux``.
+where estimated, ``fwhm_x, fwhm_y, pa_deg, fwhm_z, flux``. The beam FWHM (pixels) comes from the
+``beam_fwhm_pix`` argument or from the truth's ``meta["beam_fwhm_pix"]`` (written by the
+simulator and the CASA reader); :func:`beam_fwhm_of` reads it from a FITS header or a cube.
 
 Examples
 --------
 >>> from astropy.table import Table
->>> truth = Table({"x": [10.0], "y": [10.0], "z": [5.0], "x0": [8], "x1": [13], "y0": [8],
-...                "y1": [13], "z0": [3], "z1": [8]})
+>>> truth = Table({"x": [10.0], "y": [10.0], "z": [5.0], "fwhm_z": [4.0], "x0": [8], "x1": [13],
+...                "y0": [8], "y1": [13], "z0": [3], "z1": [8]})
 >>> found = Table({"x": [10.5], "y": [9.5], "z": [5.0], "x0": [8], "x1": [13], "y0": [7],
 ...                "y1": [12], "z0": [3], "z1": [8]})
->>> score = detection_scores(truth, found)
+>>> score = detection_scores(truth, found, beam_fwhm_pix=5.0)
 >>> score["tp"], score["fp"], score["fn"], round(score["mean_iou"], 3)
 (1, 0, 0, 0.667)
+>>> detection_scores(truth, found, beam_fwhm_pix=1.0)["tp"]     # 0.7 px > 0.6 beam
+0
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from astropy.io import fits
+from astropy.stats import gaussian_fwhm_to_sigma
 from astropy.table import Table, vstack
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+from radio_beam import Beam
 from scipy.optimize import linear_sum_assignment
 
 BOX = ("x0", "x1", "y0", "y1", "z0", "z1")
 CENTRE = ("x", "y", "z")
+#: Default positional tolerance of a match, in beam FWHMs.
+TOLERANCE_BEAMS = 0.6
+#: Spectral tolerance of a match: this many line sigmas, and at least ``MIN_CHANNELS`` channels.
+TOLERANCE_SIGMA_Z = 2.0
+MIN_CHANNELS = 2.0
+#: W20 of a Gaussian line over its FWHM, sqrt(ln 5 / ln 2).
+W20_PER_FWHM = float(np.sqrt(np.log(5) / np.log(2)))
+#: SDC2 thresholds (``ska_sdc`` 2.0, ``sdc2_config.ini``): a sub-score is ``min(1, threshold / error)``.
+SDC2_THRESHOLDS = {"position": 0.3, "frequency": 0.3, "flux": 0.1, "size": 0.3, "pa": 10.0, "line_width": 0.3}
 #: Parameters compared in the residual table, with units (the paper's Table 5).
 PARAMETERS = {
     "x": "pix",
@@ -46,19 +75,68 @@ PARAMETERS = {
 }
 
 
-def _boxes(table: Table) -> np.ndarray:
+def beam_fwhm_of(source: Any) -> float:
+    """Beam FWHM in pixels (geometric mean of major and minor axes).
+
+    Parameters
+    ----------
+    source
+        A FITS header with ``BMAJ``/``BMIN`` and a celestial WCS (read with
+        :class:`radio_beam.Beam`), an object with such a ``header`` (e.g. a
+        :class:`~mlsky.alma.sim.simulate.SimulatedCube`), a
+        :class:`~mlsky.alma.finder.cube.Cube` (its ``beam_area_pix``), or a truth table with
+        ``meta["beam_fwhm_pix"]``.
+
+    Raises
+    ------
+    ValueError
+        If ``source`` carries no beam.
+    """
+    if isinstance(source, Table):
+        if "beam_fwhm_pix" not in source.meta:
+            raise ValueError("the truth table has no meta['beam_fwhm_pix']; pass beam_fwhm_pix=")
+        return float(source.meta["beam_fwhm_pix"])
+    area = getattr(source, "beam_area_pix", None)
+    if area is not None and np.isfinite(area):
+        return float(np.sqrt(area / (np.pi / (4 * np.log(2)))))
+    header = source if isinstance(source, fits.Header) else getattr(source, "header", None)
+    if header is None or "BMAJ" not in header or "BMIN" not in header:
+        raise ValueError(f"{type(source).__name__} carries no beam (BMAJ/BMIN); pass beam_fwhm_pix=")
+    beam = Beam.from_fits_header(header)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        pixel_deg = float(np.mean(proj_plane_pixel_scales(WCS(header).celestial)))
+    return float(np.sqrt(beam.major.to_value("deg") * beam.minor.to_value("deg")) / pixel_deg)
+
+
+def _columns(table: Table, names: Sequence[str]) -> np.ndarray:
     if len(table) == 0:
-        return np.zeros((0, 6))
-    missing = [c for c in BOX + CENTRE if c not in table.colnames]
+        return np.zeros((0, len(names)))
+    missing = [c for c in names if c not in table.colnames]
     if missing:
         raise ValueError(f"catalogue lacks the column(s) {', '.join(missing)}")
-    return np.column_stack([np.asarray(table[c], float) for c in BOX])
+    return np.column_stack([np.asarray(table[c], float) for c in names])
+
+
+def _boxes(table: Table) -> np.ndarray:
+    return _columns(table, BOX + CENTRE)[:, :6]
 
 
 def _centres(table: Table) -> np.ndarray:
-    if len(table) == 0:
-        return np.zeros((0, 3))
-    return np.column_stack([np.asarray(table[c], float) for c in CENTRE])
+    return _columns(table, CENTRE)
+
+
+def _has_boxes(table: Table) -> bool:
+    return all(c in table.colnames for c in BOX)
+
+
+def sigma_z(truth: Table) -> np.ndarray:
+    """Line sigma (channels) of each true source: ``sigma_z`` or ``fwhm_z / 2.3548``."""
+    if "sigma_z" in truth.colnames:
+        return np.asarray(truth["sigma_z"], float)
+    if "fwhm_z" in truth.colnames:
+        return np.asarray(truth["fwhm_z"], float) * gaussian_fwhm_to_sigma
+    raise ValueError("the truth table needs a line width (sigma_z or fwhm_z) for the spectral tolerance")
 
 
 def box_iou_3d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -78,31 +156,80 @@ def _inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.all((p >= boxes[None, :, 0::2]) & (p < boxes[None, :, 1::2]), axis=-1)
 
 
-def match(truth: Table, catalogue: Table) -> Table:
-    """Pair detections with true sources; one row per pair: ``i_true, i_pred, iou``."""
-    tb, pb = _boxes(truth), _boxes(catalogue)
-    if len(tb) == 0 or len(pb) == 0:
-        return Table({"i_true": np.zeros(0, int), "i_pred": np.zeros(0, int), "iou": np.zeros(0)})
-    iou = box_iou_3d(tb, pb)
-    allowed = _inside(_centres(catalogue), tb).T | _inside(_centres(truth), pb)
-    # Allowed pairs with no overlap still beat forbidden ones, hence the small offset.
-    gain = np.where(allowed, iou + 1e-6, -1.0)
-    rows, cols = linear_sum_assignment(gain, maximize=True)
-    keep = gain[rows, cols] > 0
-    return Table({"i_true": rows[keep], "i_pred": cols[keep], "iou": iou[rows[keep], cols[keep]]})
+def match(truth: Table, catalogue: Table, *, beam_fwhm_pix: float | None = None,
+          tolerance_beams: float = TOLERANCE_BEAMS, criterion: str = "position") -> Table:
+    """Pair detections with true sources, each used at most once.
+
+    Parameters
+    ----------
+    truth, catalogue
+        Tables with ``x, y, z`` (and the truth a line width, ``fwhm_z`` or ``sigma_z``); the
+        boxes ``x0 ... z1`` for the IoU and for ``criterion="box"``.
+    beam_fwhm_pix
+        Beam FWHM in pixels; default ``truth.meta["beam_fwhm_pix"]``.
+    tolerance_beams
+        Largest sky distance of a match, in beam FWHMs.
+    criterion
+        ``"position"`` (strict, see the module's notes) or ``"box"`` (the paper's).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per pair: ``i_true, i_pred``, ``separation`` (pixels, on the sky), ``dz``
+        (channels, detection minus truth) and ``iou`` of the boxes (NaN without boxes).
+    """
+    if criterion not in ("position", "box"):
+        raise ValueError(f"criterion must be 'position' or 'box', not {criterion!r}")
+    tc, pc = _centres(truth), _centres(catalogue)
+    pairs = Table({"i_true": np.zeros(0, int), "i_pred": np.zeros(0, int), "separation": np.zeros(0),
+                   "dz": np.zeros(0), "iou": np.zeros(0)})
+    if len(tc) == 0 or len(pc) == 0:
+        return pairs
+    boxes = _has_boxes(truth) and _has_boxes(catalogue)
+    iou = box_iou_3d(_boxes(truth), _boxes(catalogue)) if boxes else np.full((len(tc), len(pc)), np.nan)
+    separation = np.hypot(tc[:, None, 0] - pc[None, :, 0], tc[:, None, 1] - pc[None, :, 1])
+    dz = pc[None, :, 2] - tc[:, None, 2]
+    if criterion == "box":
+        if not boxes:
+            raise ValueError("box matching needs the columns x0, x1, y0, y1, z0, z1 in both tables")
+        allowed = _inside(pc, _boxes(truth)).T | _inside(tc, _boxes(catalogue))
+        # Allowed pairs with no overlap still beat forbidden ones, hence the small offset.
+        gain = np.where(allowed, iou + 1e-6, -1.0)
+        rows, cols = linear_sum_assignment(gain, maximize=True)
+        keep = gain[rows, cols] > 0
+    else:
+        beam = beam_fwhm_pix if beam_fwhm_pix is not None else beam_fwhm_of(truth)
+        pos_tol = tolerance_beams * float(beam)
+        z_tol = np.maximum(MIN_CHANNELS, TOLERANCE_SIGMA_Z * sigma_z(truth))[:, None]
+        allowed = (separation <= pos_tol) & (np.abs(dz) <= z_tol)
+        # Distance in units of the tolerances; forbidden pairs cost more than any allowed set.
+        cost = np.where(allowed, np.hypot(separation / pos_tol, dz / z_tol), 1e6)
+        rows, cols = linear_sum_assignment(cost)
+        keep = allowed[rows, cols]
+    rows, cols = rows[keep], cols[keep]
+    pairs = Table({"i_true": rows, "i_pred": cols, "separation": separation[rows, cols],
+                   "dz": dz[rows, cols], "iou": iou[rows, cols]})
+    return pairs
 
 
-def detection_scores(truth: Table, catalogue: Table) -> dict[str, float]:
-    """TP, FP, FN, precision, recall, F1 and mean IoU of the TPs for one cube."""
-    return _scores(len(truth), len(catalogue), match(truth, catalogue)["iou"])
+def detection_scores(truth: Table, catalogue: Table, **match_options) -> dict[str, float]:
+    """TP, FP, FN, precision, recall, F1, mean IoU of the TPs and SDC2 score for one cube.
+
+    ``match_options`` go to :func:`match` (``beam_fwhm_pix``, ``tolerance_beams``, ``criterion``).
+    """
+    scores, _ = evaluate([truth], [catalogue], **match_options)
+    return scores
 
 
-def _scores(n_true: int, n_pred: int, ious: Sequence[float]) -> dict[str, float]:
-    tp = len(ious)
+def _scores(n_true: int, n_pred: int, pairs: Table) -> dict[str, float]:
+    tp = len(pairs)
     fp, fn = n_pred - tp, n_true - tp
     precision = tp / n_pred if n_pred else 1.0
     recall = tp / n_true if n_true else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    iou = np.asarray(pairs["iou"], float) if tp else np.zeros(0)
+    iou = iou[np.isfinite(iou)]
+    sdc2 = float(np.sum(pairs["sdc2"])) - fp if tp else -float(fp)
     return {
         "tp": tp,
         "fp": fp,
@@ -110,37 +237,132 @@ def _scores(n_true: int, n_pred: int, ious: Sequence[float]) -> dict[str, float]
         "precision": precision,
         "recall": recall,
         "f1": f1,
-        "mean_iou": float(np.mean(ious)) if tp else 0.0,
+        "mean_iou": float(np.mean(iou)) if len(iou) else 0.0,
+        "sdc2_score": sdc2,
+        "sdc2_per_source": sdc2 / n_true if n_true else 0.0,
     }
 
 
-def evaluate(truths: Iterable[Table], catalogues: Iterable[Table]) -> tuple[dict[str, float], Table]:
+def evaluate(truths: Iterable[Table], catalogues: Iterable[Table], *,
+             beam_fwhm_pix: float | Sequence[float] | None = None, tolerance_beams: float = TOLERANCE_BEAMS,
+             criterion: str = "position") -> tuple[dict[str, float], Table]:
     """Score a finder over many cubes: pooled TP/FP/FN (as the paper) and the matched pairs.
+
+    Parameters
+    ----------
+    truths, catalogues
+        One truth table and one catalogue per cube.
+    beam_fwhm_pix
+        Beam FWHM in pixels, one for all cubes or one per cube; default each truth's
+        ``meta["beam_fwhm_pix"]``.
+    tolerance_beams, criterion
+        See :func:`match`.
 
     Returns
     -------
     scores
-        ``tp, fp, fn, precision, recall, f1, mean_iou`` pooled over all cubes.
+        ``tp, fp, fn, precision, recall, f1``, ``mean_iou`` (of the matched pairs'
+        boxes), ``sdc2_score`` (see :func:`sdc2_scores`) and ``sdc2_per_source`` (that over
+        the number of true sources; 1 is perfect) pooled over all cubes.
     pairs
-        One row per TP: ``cube, i_true, i_pred, iou`` and, for every parameter of
-        :data:`PARAMETERS` present in both tables, ``<name>_true`` and ``<name>_pred``
-        (plus ``snr_true`` when the truth has an SNR).
+        One row per TP: ``cube, i_true, i_pred, separation, dz, iou, beam_fwhm_pix``, for every
+        parameter of :data:`PARAMETERS` present in both tables ``<name>_true`` and
+        ``<name>_pred`` (plus ``snr_true`` when the truth has an SNR), the SDC2 sub-scores
+        ``sdc2_<name>`` and their mean ``sdc2``.
     """
+    truths, catalogues = list(truths), list(catalogues)
+    if len(truths) != len(catalogues):
+        raise ValueError(f"{len(truths)} truth tables but {len(catalogues)} catalogues")
+    beams = list(beam_fwhm_pix) if np.ndim(beam_fwhm_pix) == 1 else [beam_fwhm_pix] * len(truths)
     n_true = n_pred = 0
     pairs = []
-    for k, (truth, found) in enumerate(zip(truths, catalogues, strict=True)):
-        m = match(truth, found)
+    for k, (truth, found, beam) in enumerate(zip(truths, catalogues, beams, strict=True)):
+        if beam is None and criterion == "position":
+            beam = beam_fwhm_of(truth)
+        m = match(truth, found, beam_fwhm_pix=beam, tolerance_beams=tolerance_beams, criterion=criterion)
         n_true += len(truth)
         n_pred += len(found)
         m["cube"] = np.full(len(m), k)
+        m["beam_fwhm_pix"] = np.full(len(m), np.nan if beam is None else float(beam))
         for name in [*PARAMETERS, "snr"]:
             if name in truth.colnames:
                 m[f"{name}_true"] = np.asarray(truth[name], float)[m["i_true"]]
             if name in found.colnames and name != "snr":
                 m[f"{name}_pred"] = np.asarray(found[name], float)[m["i_pred"]]
-        pairs.append(m)
-    joined = vstack(pairs) if pairs else Table()
-    return _scores(n_true, n_pred, joined["iou"] if len(joined) else []), joined
+        pairs.append(sdc2_scores(m))
+    joined = vstack(pairs) if pairs else sdc2_scores(Table({"i_true": np.zeros(0, int), "iou": np.zeros(0)}))
+    return _scores(n_true, n_pred, joined), joined
+
+
+def _major_axis(pairs: Table, which: str) -> tuple[np.ndarray, np.ndarray]:
+    """Major-axis FWHM and its position angle (the catalogue's ``fwhm_x`` need not be the major)."""
+    fx, fy = (np.asarray(pairs[f"fwhm_{a}_{which}"], float) for a in "xy")
+    pa = np.asarray(pairs[f"pa_deg_{which}"], float) if f"pa_deg_{which}" in pairs.colnames else np.full(len(fx), np.nan)
+    return np.maximum(fx, fy), np.where(fy > fx, pa + 90.0, pa)
+
+
+def sdc2_scores(pairs: Table, thresholds: dict[str, float] | None = None) -> Table:
+    """The SKA Science Data Challenge 2 sub-scores of matched pairs, and their mean ``sdc2``.
+
+    After ``ska_sdc`` 2.0 (``sdc2/utils/create_score.py``): a sub-score is
+    ``min(1, threshold / error)`` (thresholds :data:`SDC2_THRESHOLDS`), a match earns their
+    mean and the catalogue's score is the sum over matches minus 1 per false detection
+    (:func:`evaluate`'s ``sdc2_score``). Errors, with our columns:
+
+    - ``position``: separation / sqrt((2 beam FWHM)^2 + (true major FWHM)^2), as SDC2's
+      separation / sqrt(4 beam^2 + HI size^2);
+    - ``frequency``: ``|dz|`` / true W20, with W20 = 1.524 FWHM of a Gaussian line;
+    - ``flux``: relative error of ``flux``;
+    - ``size``: relative error of the major-axis FWHM (SDC2: the HI diameter);
+    - ``pa``: the major axis' angle difference in degrees;
+    - ``line_width``: relative error of W20, i.e. of ``fwhm_z``.
+
+    What differs from SDC2: matches come from :func:`match` (strict, one-to-one) instead of
+    SDC2's cross-match (within the convolved size and the line width, multi-parameter error
+    below 5), so a duplicate detection of a source costs 1 instead of sharing the match;
+    ``flux`` is our integrated flux density at the line peak, not the line integral;
+    position angles repeat every 180 degrees (a Gaussian ellipse), not 360; there is no
+    inclination sub-score, so a match earns the mean of six, not seven. A parameter the
+    catalogue does not give scores 0.
+    """
+    thresholds = {**SDC2_THRESHOLDS, **(thresholds or {})}
+    n = len(pairs)
+    out = Table(pairs, copy=False)
+
+    def have(*names):
+        return all(f"{a}_{w}" in pairs.colnames for a in names for w in ("true", "pred"))
+
+    def score(error, threshold):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.minimum(1.0, threshold / np.abs(error))
+        return np.where(np.isfinite(s), s, 0.0)
+
+    def rel(name):
+        t = np.asarray(pairs[f"{name}_true"], float)
+        return (np.asarray(pairs[f"{name}_pred"], float) - t) / t
+
+    zero = np.zeros(n)
+    subs = {}
+    if have("fwhm_x", "fwhm_y") and "separation" in pairs.colnames:
+        major_t, pa_t = _major_axis(pairs, "true")
+        major_p, pa_p = _major_axis(pairs, "pred")
+        beam = np.asarray(pairs["beam_fwhm_pix"], float) if "beam_fwhm_pix" in pairs.colnames else np.full(n, np.nan)
+        subs["position"] = score(np.asarray(pairs["separation"]) / np.hypot(2 * beam, major_t), thresholds["position"])
+        subs["size"] = score((major_p - major_t) / major_t, thresholds["size"])
+        subs["pa"] = score(angle_difference(pa_p, pa_t), thresholds["pa"]) if have("pa_deg") else zero
+    else:
+        subs["position"] = subs["size"] = subs["pa"] = zero
+    if have("z", "fwhm_z"):
+        w20 = np.asarray(pairs["fwhm_z_true"], float) * W20_PER_FWHM
+        subs["frequency"] = score((np.asarray(pairs["z_pred"]) - np.asarray(pairs["z_true"])) / w20, thresholds["frequency"])
+        subs["line_width"] = score(rel("fwhm_z"), thresholds["line_width"])
+    else:
+        subs["frequency"] = subs["line_width"] = zero
+    subs["flux"] = score(rel("flux"), thresholds["flux"]) if have("flux") else zero
+    for name in SDC2_THRESHOLDS:
+        out[f"sdc2_{name}"] = subs[name]
+    out["sdc2"] = np.mean([subs[name] for name in SDC2_THRESHOLDS], axis=0) if n else np.zeros(0)
+    return out
 
 
 def angle_difference(a_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
@@ -206,9 +428,36 @@ def recall_vs_snr(truths: Iterable[Table], pairs: dict[str, Table],
     return table
 
 
-def compare_finders(finders: dict[str, Callable[[Any], Table]], cubes: Sequence,
-                    truths: Sequence[Table]) -> tuple[Table, dict[str, Table], dict[str, list[Table]]]:
-    """Run every finder on the same cubes and score it (the paper's Table 4).
+def catalogue_agreement(references: Sequence[Table], others: Sequence[Table], *,
+                        beam_fwhm_pix: float | Sequence[float], tolerance_beams: float = TOLERANCE_BEAMS) -> dict[str, float]:
+    """How far two finders agree, cube by cube, with the strict match of :func:`match`.
+
+    Each reference catalogue plays the truth (its ``fwhm_z`` sets the spectral tolerance).
+
+    Returns
+    -------
+    dict
+        ``n_reference, n_other, n_common`` (pooled over the cubes), ``reference_found`` (share
+        of the reference's detections the other also makes), ``other_confirmed`` (share of the
+        other's detections the reference also makes) and ``jaccard``
+        (``n_common / (n_reference + n_other - n_common)``; 1 when both find the same).
+    """
+    beams = list(beam_fwhm_pix) if np.ndim(beam_fwhm_pix) == 1 else [beam_fwhm_pix] * len(references)
+    n_ref = n_other = n_common = 0
+    for ref, other, beam in zip(references, others, beams, strict=True):
+        n_ref += len(ref)
+        n_other += len(other)
+        n_common += len(match(ref, other, beam_fwhm_pix=beam, tolerance_beams=tolerance_beams))
+    union = n_ref + n_other - n_common
+    return {"n_reference": n_ref, "n_other": n_other, "n_common": n_common,
+            "reference_found": n_common / n_ref if n_ref else 1.0,
+            "other_confirmed": n_common / n_other if n_other else 1.0,
+            "jaccard": n_common / union if union else 1.0}
+
+
+def compare_finders(finders: dict[str, Callable[[Any], Table]], cubes: Sequence, truths: Sequence[Table],
+                    **match_options) -> tuple[Table, dict[str, Table], dict[str, list[Table]]]:
+    """Run every finder on the same cubes and score it (the paper's Table 4, strict matching).
 
     Parameters
     ----------
@@ -219,11 +468,14 @@ def compare_finders(finders: dict[str, Callable[[Any], Table]], cubes: Sequence,
         :func:`mlsky.alma.finder.as_cube`, so that the timing is the finders').
     truths
         The truth table of each cube.
+    match_options
+        Passed to :func:`evaluate` (``beam_fwhm_pix``, ``tolerance_beams``, ``criterion``).
 
     Returns
     -------
     table
-        One row per finder: ``finder, tp, fp, fn, precision, recall, f1, mean_iou, s_per_cube``.
+        One row per finder: ``finder, tp, fp, fn, precision, recall, f1, mean_iou,
+        sdc2_score, sdc2_per_source, s_per_cube``.
     pairs
         Finder name -> its matched pairs (see :func:`evaluate`), for the residuals.
     catalogues
@@ -234,23 +486,26 @@ def compare_finders(finders: dict[str, Callable[[Any], Table]], cubes: Sequence,
         t0 = time.perf_counter()
         found[name] = [predict(c) for c in cubes]
         seconds = (time.perf_counter() - t0) / max(len(cubes), 1)
-        scores, pairs[name] = evaluate(truths, found[name])
+        scores, pairs[name] = evaluate(truths, found[name], **match_options)
         rows.append({"finder": name, **scores, "s_per_cube": seconds})
     table = Table(rows=rows)
-    for col in ("precision", "recall", "f1", "mean_iou", "s_per_cube"):
+    for col in ("precision", "recall", "f1", "mean_iou", "sdc2_per_source", "s_per_cube"):
         table[col].format = ".3f"
+    table["sdc2_score"].format = ".1f"
     return table, pairs, found
 
 
 def chance_catalogues(catalogues: Sequence[Table], shapes: Sequence[tuple[int, int, int]],
                       rng: np.random.Generator) -> list[Table]:
-    """The same detections (number and box sizes) placed uniformly at random in each cube.
+    """The same detections (number, box sizes, measured parameters) placed uniformly at random
+    in each cube.
 
     Scoring them gives the chance level a finder has to beat.
     """
     shuffled = []
     for found, shape in zip(catalogues, shapes, strict=True):
-        table = Table({c: np.asarray(found[c], float) for c in BOX + CENTRE}) if len(found) else Table(
+        keep = [c for c in (*BOX, *CENTRE, *PARAMETERS) if c in found.colnames]
+        table = Table({c: np.asarray(found[c], float) for c in keep}) if len(found) else Table(
             {c: np.zeros(0) for c in BOX + CENTRE})
         for axis, size in zip("zyx", shape):
             width = table[f"{axis}1"] - table[f"{axis}0"]

@@ -92,7 +92,8 @@ def load_casa_reference(name: str | int) -> SimulatedCube:
     rms = float(meta["noise_rms_jy_per_beam"])
     bmaj, bmin, bpa = fit_beam(beam)
     truth = _with_snr(truth, (bmaj, bmin), np.full(dirty.shape[0], rms))
-    truth.meta.update(name=name, seed=meta.get("seed"), noise_rms=rms, source="CASA 6.7 simobserve + tclean")
+    truth.meta.update(name=name, seed=meta.get("seed"), noise_rms=rms, source="CASA 6.7 simobserve + tclean",
+                      beam_fwhm_pix=float(np.sqrt(bmaj * bmin)))
     cell = abs(float(header.get("CDELT2", 0.1 / 3600)))
     header["BMAJ"], header["BMIN"], header["BPA"] = bmaj * cell, bmin * cell, bpa
     return SimulatedCube(dirty, sky, beam, truth, header, rms, np.full(dirty.shape[0], rms, np.float32))

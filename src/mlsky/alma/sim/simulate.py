@@ -301,7 +301,7 @@ def simulate_cube(sources: Table, *, shape=(128, 256, 256), config: ObservationC
     noise_rms = float(rms[n_chan // 2])
     truth = _with_snr(truth, (bmaj, bmin), rms, attenuation)
     truth.meta.update(noise_rms=noise_rms, seed=int(seed), shape=list(shape),
-                      config=json.dumps(config.to_dict()))
+                      config=json.dumps(config.to_dict()), beam_fwhm_pix=float(np.sqrt(bmaj * bmin)))
     return SimulatedCube(dirty, sky, beam.astype(np.float32), truth, header, noise_rms, rms.astype(np.float32))
 
 

@@ -1,4 +1,4 @@
-"""Classical source finders to compare with the deep-learning pipeline, run on the same cubes.
+"""Classical source finders in Python, run on the same cubes as the deep-learning pipeline.
 
 - :class:`BlobcatFinder` -- a blobcat-like flood fill (Hales et al. 2012): voxels above
   ``seed_sigma`` grow into every connected voxel above ``flood_sigma`` (here in 3-D);
@@ -6,7 +6,8 @@
   2021): the cube is smoothed with several spatial Gaussians and spectral boxcars, each
   smoothed cube clipped at ``threshold`` times its own noise, the masks joined, connected
   sources kept above a minimum size and a reliability cut made by comparing each source with
-  the negative detections (noise has as many of those as false positive ones);
+  the negative detections (noise has as many of those as false positive ones); the fallback
+  when the real SoFiA-2 (:class:`mlsky.alma.peers.sofia2.Sofia2Finder`) is not installed;
 - :class:`PhotutilsFinder` -- photutils' image segmentation (with deblending) of the
   frequency-integrated image, the emission range then read from each segment's spectrum.
 
@@ -17,7 +18,7 @@ the columns of :func:`mlsky.alma.finder.finish_catalogue`.
 
 Examples
 --------
->>> from mlsky.alma.peers import SofiaFinder
+>>> from mlsky.alma.peers.python import SofiaFinder
 >>> finder = SofiaFinder().fit(validation_cubes)       # doctest: +SKIP
 >>> catalogue = finder.predict(cube)                   # doctest: +SKIP
 """
@@ -33,7 +34,7 @@ from astropy.table import Table
 from scipy import ndimage, stats
 
 from mlsky.alma.finder import Cube, as_cube, finish_catalogue, integrated_image
-from mlsky.alma.metrics import evaluate
+from mlsky.alma.metrics import beam_fwhm_of, evaluate
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 
 FULL_3D = np.ones((3, 3, 3), bool)
@@ -55,10 +56,6 @@ def _shape_from_moments(image: np.ndarray, mask: np.ndarray, beam_fwhm: float) -
     major, minor = (FWHM_PER_SIGMA * np.sqrt(max(v - beam_var, 0.25)) for v in evals[::-1])
     pa = np.degrees(np.arctan2(evecs[1, 1], evecs[0, 1])) % 180.0
     return float(cx), float(cy), float(major), float(minor), float(pa)
-
-
-def _beam_fwhm(cube: Cube) -> float:
-    return float(np.sqrt(cube.beam_area_pix / (np.pi / (4 * np.log(2)))))
 
 
 def catalogue_from_labels(cube: Cube, labels: np.ndarray, keep: Sequence[int] | None = None,
@@ -93,7 +90,7 @@ def _segment_row(cube: Cube, labels: np.ndarray, k: int, sl: tuple[slice, ...]) 
     mask = labels[sl] == k
     footprint = mask.any(axis=0)
     image = np.where(mask, snr, 0.0).sum(axis=0)
-    cx, cy, major, minor, pa = _shape_from_moments(image, footprint, _beam_fwhm(cube))
+    cx, cy, major, minor, pa = _shape_from_moments(image, footprint, beam_fwhm_of(cube))
     spectrum = np.where(footprint, cube.data[:, sl[1], sl[2]], 0.0).sum(axis=(1, 2)) / cube.beam_area_pix
     chans = np.arange(sl[0].start, sl[0].stop)
     wz = np.clip(snr.sum(axis=(1, 2), where=mask), 0, None) + 1e-9
@@ -121,10 +118,12 @@ class _Finder:
         return self
 
     def fit(self, cubes: Sequence, param_grid: dict[str, Sequence] | None = None) -> "_Finder":
-        """Choose the parameters with the best F1 (then mean IoU) on cubes with truth tables.
+        """Choose the parameters with the best F1 (then SDC2 score) on cubes with truth tables,
+        matched strictly (:func:`mlsky.alma.metrics.evaluate`'s default).
 
         Sets ``best_params_``, ``best_score_`` (the scores of :func:`mlsky.alma.metrics.evaluate`)
-        and ``scan_`` (a Table with every combination's scores).
+        and ``scan_`` (a Table with every combination's scores; sequence-valued parameters,
+        such as kernel lists, written as text).
         """
         grid = param_grid or self.param_grid
         prepared = [self._prepare(as_cube(c)) for c in cubes]
@@ -135,10 +134,10 @@ class _Finder:
             self.set_params(**params)
             scores, _ = evaluate(truths, [self._find(p) for p in prepared])
             rows.append({**params, **scores})
-        best = max(rows, key=lambda r: (r["f1"], r["mean_iou"]))
+        best = max(rows, key=lambda r: (r["f1"], r["sdc2_score"]))
         self.best_params_ = {k: best[k] for k in grid}
         self.best_score_ = {k: best[k] for k in best if k not in grid}
-        self.scan_ = Table(rows=rows)
+        self.scan_ = Table(rows=[{k: str(v) if isinstance(v, tuple) else v for k, v in r.items()} for r in rows])
         self.set_params(**self.best_params_)
         return self
 
