@@ -129,10 +129,12 @@ def significant(value: float, digits: int = 3) -> str:
     """
     if not math.isfinite(value) or value == 0:
         return str(value) if value else "0"
-    if 1e-3 <= abs(value) < 1e5:
-        text = np.format_float_positional(value, precision=digits, unique=False, fractional=False, trim="k")
-        return text.rstrip(".")
-    return np.format_float_scientific(value, precision=digits - 1, unique=False)
+    rounded = float(f"{value:.{digits}g}")
+    if not 1e-3 <= abs(rounded) < 1e5:
+        return f"{rounded:.{digits - 1}e}"
+    if abs(rounded) >= 10 ** (digits - 1):
+        return f"{rounded:.0f}"
+    return f"{rounded:#.{digits}g}"
 
 
 class FormattedTable:
