@@ -32,6 +32,13 @@ PAGES = sorted(p for p in HTML.rglob("*.html") if not {"_static", "_sources", "_
 #: Widest PNG a figure may be: 7 in at 150 dpi, with a little room for a tight bounding box.
 MAX_IMAGE_WIDTH = 1100
 
+# Errors of third-party page scripts that no setting of the book can avoid, and why they are harmless.
+KNOWN_JS_ERRORS = {
+    "Identifier 'THEBE_JS_URL' has already been declared":
+        "sphinx-thebe 0.3 adds its configuration script twice under Sphinx 7; the first copy is used",
+}
+REDIRECT = re.compile(r'<meta http-equiv="refresh" content="\d+;\s*url=([^"]+)"', re.I)
+
 # A tqdm bar ("37%|███▋      | 37/100 [00:02<00:04, 15.1it/s]") or a Python warning's header line.
 PROGRESS_BAR = re.compile(r"\d+%\|.*\||\d+/\d+ \[\d+:\d+|it/s\]")
 WARNING = re.compile(r"\w*Warning\b|warnings\.warn\(")
@@ -151,6 +158,11 @@ def test_the_book_is_built():
 
 @pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(HTML)))
 def test_page_reads_well_in_a_browser(path, browser):
+    redirect = REDIRECT.search(path.read_text(errors="replace"))
+    if redirect:  # the book's index.html only forwards to the first page
+        target = (path.parent / unquote(redirect.group(1)).split("#")[0]).resolve()
+        assert target.exists(), f"{path.relative_to(HTML)} forwards to {redirect.group(1)}, which does not exist"
+        return
     page = browser.new_page()
     js_errors: list[str] = []
     page.on("pageerror", lambda error: js_errors.append(str(error)))
@@ -158,7 +170,7 @@ def test_page_reads_well_in_a_browser(path, browser):
     found = page.evaluate(CHECKS)
     name = str(path.relative_to(HTML))
     is_chapter = path.stem in CHAPTERS
-    problems = [f"JavaScript error: {e}" for e in js_errors]
+    problems = [f"JavaScript error: {e}" for e in js_errors if e not in KNOWN_JS_ERRORS]
 
     for img in found["images"]:
         if not img["loaded"]:
