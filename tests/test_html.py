@@ -58,7 +58,7 @@ async () => {
   await Promise.all([...document.images].map(img => img.decode().catch(() => null)));
   if (document.querySelector(".math")) {
     const start = Date.now();
-    while (!(window.MathJax && MathJax.startup && MathJax.startup.promise) && Date.now() - start < 20000)
+    while (!(window.MathJax && MathJax.startup && MathJax.startup.promise) && Date.now() - start < 10000)
       await new Promise(r => setTimeout(r, 100));
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
   }
@@ -156,20 +156,17 @@ def test_the_book_is_built():
     assert not missing, f"chapters without a page: {missing}"
 
 
-@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(HTML)))
-def test_page_reads_well_in_a_browser(path, browser):
+def page_problems(path: Path, browser, *, is_chapter: bool = False, screenshot: Path | None = None) -> list[str]:
+    """Open one page in the browser and say what a reader would find wrong with it."""
     redirect = REDIRECT.search(path.read_text(errors="replace"))
     if redirect:  # the book's index.html only forwards to the first page
         target = (path.parent / unquote(redirect.group(1)).split("#")[0]).resolve()
-        assert target.exists(), f"{path.relative_to(HTML)} forwards to {redirect.group(1)}, which does not exist"
-        return
+        return [] if target.exists() else [f"forwards to {redirect.group(1)}, which does not exist"]
     page = browser.new_page()
     js_errors: list[str] = []
     page.on("pageerror", lambda error: js_errors.append(str(error)))
     page.goto(path.as_uri(), wait_until="load")
     found = page.evaluate(CHECKS)
-    name = str(path.relative_to(HTML))
-    is_chapter = path.stem in CHAPTERS
     problems = [f"JavaScript error: {e}" for e in js_errors if e not in KNOWN_JS_ERRORS]
 
     for img in found["images"]:
@@ -203,11 +200,36 @@ def test_page_reads_well_in_a_browser(path, browser):
                 problems.append(f"no launch button to {service}")
         if not any(urlparse(h).path.endswith("references.html") and urlparse(h).fragment for h in hrefs):
             problems.append("no citation links to the bibliography (references.html)")
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=SCREENSHOTS / f"{path.stem}.png", full_page=True)
-    if path.stem == "references":
-        n_entries = page.locator(".citation").count()
-        if n_entries == 0:
-            problems.append("the bibliography has no entries (.citation)")
+    if path.stem == "references" and page.locator(".citation").count() == 0:
+        problems.append("the bibliography has no entries (.citation)")
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=screenshot, full_page=True)
     page.close()
-    assert not problems, f"{name}:\n  " + "\n  ".join(problems)
+    return problems
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(HTML)))
+def test_page_reads_well_in_a_browser(path, browser):
+    is_chapter = path.stem in CHAPTERS
+    problems = page_problems(path, browser, is_chapter=is_chapter,
+                             screenshot=SCREENSHOTS / f"{path.stem}.png" if is_chapter else None)
+    assert not problems, f"{path.relative_to(HTML)}:\n  " + "\n  ".join(problems)
+
+
+def test_the_check_finds_what_a_reader_would(tmp_path, browser):
+    page = tmp_path / "chapter.html"
+    page.write_text(
+        '<html><body><article><section id="s"><p>see <a href="missing.html">this</a> and '
+        '<a href="chapter.html#nowhere">that</a></p><img src="gone.png" alt="gone.png">'
+        '<span class="math notranslate nohighlight">\\(x^2\\)</span>'
+        '<div class="cell_output"><div class="output stderr"><pre>UserWarning: /home/me/x.py:3 converged badly</pre></div>'
+        '<div class="output stream"><pre> 40%|####      | 4/10 [00:01<00:02, 3.1it/s]</pre></div>'
+        '<div class="output text_plain"><pre>&lt;Table length=3&gt;\nname  z\nstr5 float64\n</pre></div></div>'
+        '<div style="width:300px"><table><tr><td style="min-width:900px">wide</td></tr></table></div>'
+        "</section></article></body></html>")
+    problems = "\n".join(page_problems(page, browser, is_chapter=True))
+    for expected in ("missing.html", "#nowhere", "image gone.png did not load", "no real alt text",
+                     "not in a numbered figure", "MathJax did not load", "a warning in a stderr block",
+                     "a progress bar", "raw table display", "table wider than the column", "no launch button"):
+        assert expected in problems, f"the check missed: {expected}\n{problems}"
