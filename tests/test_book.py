@@ -1,11 +1,19 @@
-"""The book's sources: chapters committed clean, listed in the table of contents, citing real keys."""
+"""The book's sources: chapters committed clean, in the table of contents, citing real keys, quoting their run.
+
+Also the helpers the chapters share (``mlsky.book``) and the Colab/Binder install spec.
+"""
 
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from astropy.table import Table
+
+import mlsky
+from mlsky import book
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((REPO / "book").glob("*.ipynb"))
@@ -54,14 +62,6 @@ def test_chapter_uses_no_api_cross_references(path):
 
 
 # --- The chapters follow the book's conventions (see mlsky.book) -------------------------------
-
-import os
-
-import numpy as np
-from astropy.table import Table
-
-import mlsky
-from mlsky import book
 
 PAGES = [*CHAPTERS, REPO / "book" / "intro.md", REPO / "book" / "run_it_yourself.md"]
 
