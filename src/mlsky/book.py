@@ -5,6 +5,18 @@ A chapter calls :func:`use_style` once, shows every result table through
 :func:`glue_figure`, which refuses a figure a reader could not read on the page. The book's
 build reports how long each chapter ran with :func:`execution_times` (``make book-times``).
 
+What the book's checks (``tests/test_book.py``, ``tests/test_html.py``) expect of a chapter:
+
+- a number in its markdown is pasted from the run, ``{glue:text}`name:.3f``` (the format
+  ends in its type, ``d``, ``f``, ``g``, ``e``, ``%``); a published one is cited in the same
+  sentence; one no run can change is listed in the notebook metadata ``mlsky.fixed_numbers``;
+- a figure cell ends with ``glue_figure("fig_x", fig)`` and is tagged ``remove-output``; the
+  markdown shows it with a ``{glue:figure} fig_x`` directive that has ``:alt:`` (what the
+  figure shows, in words), ``:name: fig-x`` and a caption saying what to look at;
+- a cell that asserts holds only the asserts and is tagged ``remove-cell``;
+- every ``{exercise}`` has a ``{solution-start}`` (``:class: dropdown``) ... ``{solution-end}``
+  with code cells between them, which the build runs.
+
 Examples
 --------
 >>> from astropy.table import Table
