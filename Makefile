@@ -35,7 +35,8 @@ install: $(VENV)
 book: install
 	$(PYTHON) -m mlsky.book config _config.yml -o $(BOOK_CONFIG)
 	TQDM_DISABLE=1 $(JB) build . --config $(BOOK_CONFIG) --all -W -n --keep-going; \
-	  status=$$?; $(MAKE) --no-print-directory book-times; exit $$status
+	  status=$$?; echo "Execution time of each chapter (jupyter-cache of this build):"; \
+	  $(PYTHON) -m mlsky.book times $(BOOK_CONFIG); exit $$status
 	@echo "The book is in $(CURDIR)/_build/html: open $(CURDIR)/_build/html/index.html"
 
 book-times:
