@@ -292,3 +292,12 @@ def test_execution_times_come_from_the_jupyter_cache(tmp_path, capsys):
     assert book.main(["times", str(tmp_path / "c.yml")]) == 0
     assert "total: 42 s for 1 chapters" in capsys.readouterr().out
     assert book.main(["times", str(tmp_path / "missing.yml")]) == 2
+
+    # a laptop-scale cache names the chapters over their budget
+    slow = tmp_path / "_build" / "laptop-cpu-0"
+    get_cache(slow).cache_notebook_bundle(
+        CacheBundleIn(notebook, str(chapter), data={"execution_seconds": book.LAPTOP_BUDGET + 60.0}), check_validity=False)
+    (tmp_path / "c.yml").write_text(f"execute:\n  cache: {slow}\n")
+    capsys.readouterr()
+    assert book.main(["times", str(tmp_path / "c.yml")]) == 0
+    assert f"over the laptop budget of {book.LAPTOP_BUDGET} s" in capsys.readouterr().out

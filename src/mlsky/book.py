@@ -48,6 +48,8 @@ MAX_FIGURE_WIDTH = 7.0
 MIN_FONT_SIZE = 9.0
 #: Resolution of the PNG figures the book shows.
 FIGURE_DPI = 150
+#: Seconds a chapter may run at the ``laptop`` scale on 2 CPU cores (a free Colab runtime).
+LAPTOP_BUDGET = 8 * 60
 
 _STYLE = {
     "figure.figsize": (6.5, 3.6),
@@ -308,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     table = execution_times(cache)
     print("\n".join(table.pformat(max_lines=-1, max_width=-1, show_dtype=False)))
     print(f"total: {np.nansum(table['seconds']):.0f} s for {len(table)} chapters")
+    if cache.name.startswith("laptop-"):
+        for row in table[table["seconds"] > LAPTOP_BUDGET]:
+            print(f"{row['chapter']}: {row['seconds']:.0f} s, over the laptop budget of {LAPTOP_BUDGET} s")
     return 0
 
 
