@@ -131,3 +131,12 @@ def describe() -> str:
         f"mlsky {__version__} | scale={get_scale()} | device={device} ({name}) | "
         f"torch {torch.__version__} | {torch.get_num_threads()} CPU threads"
     )
+
+
+def progress_options(progress: bool) -> dict:
+    """tqdm's keywords for an on/off switch: off when asked, else tqdm's defaults.
+
+    Passing ``disable=False`` explicitly would override the ``TQDM_DISABLE`` environment
+    variable, which the book build sets so that no bar reaches the pages.
+    """
+    return {} if progress else {"disable": True}

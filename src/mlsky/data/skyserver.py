@@ -35,6 +35,7 @@ import requests
 from astropy.table import Table, vstack
 from astropy.utils.exceptions import AstropyWarning
 
+from mlsky.config import progress_options
 from mlsky.data import DataUnavailableError
 
 #: Most rows one SkyServer SQL answer holds; a longer result is cut without notice.
@@ -253,7 +254,7 @@ def query_sql_pages(select: str, where: str, id_column: str, *, data_release: in
     total = int(counted["n"][0])
     pages: list[Table] = []
     last = None
-    with tqdm(total=total, unit="rows", desc="SQL pages", disable=not progress) as bar:
+    with tqdm(total=total, unit="rows", desc="SQL pages", **progress_options(progress)) as bar:
         while sum(len(p) for p in pages) < total:
             after = "" if last is None else f" AND {id_column} > {last}"
             page = query_sql(f"SELECT TOP {page_size} {select} {where}{after} ORDER BY {id_column}",

@@ -28,6 +28,7 @@ import numpy as np
 import requests
 from astropy.table import Table
 
+from mlsky.config import progress_options
 from mlsky.data import DataError, locate, skyserver
 from mlsky.ulisse.cutouts import list_images
 
@@ -189,7 +190,7 @@ def _write_cutouts(dest: Path, table: Table, id_column: str, *, scale: float, si
     todo = [row for row in table if not _whole_jpeg(images / f"{row[id_column]}.jpeg")]
     failed: list[str] = []
     with requests.Session() as session, tqdm(total=len(table), initial=len(table) - len(todo), unit="cutouts",
-                                             desc="SDSS cutouts", disable=not progress) as bar:
+                                             desc="SDSS cutouts", **progress_options(progress)) as bar:
         for row in todo:
             path = images / f"{row[id_column]}.jpeg"
             part = path.with_name(path.name + ".part")

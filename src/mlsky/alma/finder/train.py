@@ -35,7 +35,7 @@ from mlsky.alma.finder.models import create_model
 from mlsky.alma.finder.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from mlsky.alma.finder.pipeline import BATTERY, AlmaSourceFinder, PipelineConfig, default_weights_dir
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
-from mlsky.config import by_scale, get_device, get_scale, seed_everything
+from mlsky.config import by_scale, get_device, get_scale, progress_options, seed_everything
 
 # --- losses ------------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ def fit_network(
         start, history, best = state["epoch"], state["history"], state.get("best_state_dict")
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
-    bar = tqdm(range(start, epochs), desc=model.model_name, disable=not progress, leave=False)
+    bar = tqdm(range(start, epochs), desc=model.model_name, **progress_options(progress), leave=False)
     for epoch in bar:
         gen.manual_seed(seed + epoch)  # same batches after a resume as in one run
         order = torch.randperm(len(xt), generator=gen)
@@ -232,7 +232,7 @@ def simulate_cubes(n: int, shape: tuple[int, int, int], seed: int, progress: boo
     """
     from mlsky.alma.sim.simulate import random_cube
 
-    for i in tqdm(range(n), desc="simulating", leave=False, disable=not progress):
+    for i in tqdm(range(n), desc="simulating", leave=False, **progress_options(progress)):
         yield random_cube(seed + i, shape=shape)
 
 
