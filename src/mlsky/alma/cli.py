@@ -142,14 +142,36 @@ def add_detect(sub) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    """Train Blobs Finder, Deep GRU and the ResNet battery on simulated cubes at MLSKY_SCALE."""
+    """Train Blobs Finder, Deep GRU and the ResNet battery at MLSKY_SCALE, on cubes simulated on
+    the fly or streamed from a set made by ``mlsky alma simulate`` (``--data``).
+
+    Under ``torchrun --nproc_per_node=N -m mlsky alma train --data DIR`` the ranks train with
+    DistributedDataParallel, each on its own shards; rank 0 writes the checkpoints and prints.
+    """
+    import sys
+
+    from mlsky.alma.finder import distributed
     from mlsky.alma.finder.pipeline import PipelineConfig
     from mlsky.alma.finder.train import default_weights_dir, train_pipeline
     from mlsky.config import describe
 
     out = args.out or default_weights_dir()
-    print(describe())
-    history = train_pipeline(out, seed=args.seed)
+    if args.loader_workers < 0:
+        raise ValueError(f"--loader-workers must be 0 or more, not {args.loader_workers}")
+    rank, world = distributed.init_from_env()
+    try:
+        if rank == 0:
+            print(describe() + (f"\ndistributed: {world} processes" if world > 1 else ""))
+        with distributed.stop_cleanly():
+            history = train_pipeline(out, seed=args.seed, data=args.data, skip_bad=args.skip_bad,
+                                     loader_workers=args.loader_workers)
+    except distributed.DistributedError as err:
+        print(f"mlsky alma train: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.shutdown()
+    if rank != 0:
+        return 0
     # Report the point that was saved, not a re-ranking of the scan (ties broke differently).
     saved = PipelineConfig.read(out)
     best = next(s for s in history["thresholds"]
@@ -165,10 +187,18 @@ def train(args: argparse.Namespace) -> int:
 def add_train(sub) -> None:
     """Add ``mlsky alma train``."""
     p = sub.add_parser("train", help="train Blobs Finder, Deep GRU and the ResNets on simulated cubes",
-                       description=train.__doc__)
+                       description=train.__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the checkpoints (default: the cache folder for MLSKY_SCALE); resumes there")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulations and of training")
+    p.add_argument("--data", type=Path, default=None,
+                   help="a folder made by `mlsky alma simulate`: stream its shards (train and validation splits) "
+                        "instead of simulating cubes")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="with --data: skip shards that fail their checksum or cannot be read (counted), "
+                        "instead of stopping")
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="with --data: DataLoader processes reading shards (default 0: in this process)")
     p.set_defaults(func=train)
 
 
