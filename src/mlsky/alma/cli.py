@@ -148,9 +148,11 @@ def train(args: argparse.Namespace) -> int:
     Under ``torchrun --nproc_per_node=N -m mlsky alma train --data DIR`` the ranks train with
     DistributedDataParallel, each on its own shards; rank 0 writes the checkpoints and prints.
     """
+    import contextlib
     import sys
 
     from mlsky.alma.finder import distributed
+    from mlsky.alma.sim.dataset import folder_lock
     from mlsky.alma.finder.pipeline import PipelineConfig
     from mlsky.alma.finder.train import default_weights_dir, train_pipeline
     from mlsky.config import describe
@@ -162,7 +164,10 @@ def train(args: argparse.Namespace) -> int:
     try:
         if rank == 0:
             print(describe() + (f"\ndistributed: {world} processes" if world > 1 else ""))
-        with distributed.stop_cleanly():
+        Path(out).mkdir(parents=True, exist_ok=True)
+        # One trainer per folder: rank 0 holds it for the whole distributed run.
+        held = folder_lock(out) if rank == 0 else contextlib.nullcontext()
+        with held, distributed.stop_cleanly():
             history = train_pipeline(out, seed=args.seed, data=args.data, skip_bad=args.skip_bad,
                                      loader_workers=args.loader_workers)
     except distributed.DistributedError as err:
