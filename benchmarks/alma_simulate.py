@@ -42,8 +42,7 @@ def _worker_peak_mb(shard_size: int) -> float:
 
     with tempfile.TemporaryDirectory() as out, mp.get_context("spawn").Pool(1) as pool:
         shard = _plan(shard_size, 0, shard_size, (1.0, 0.0, 0.0))[0]
-        _, _, peak = pool.apply(_simulate_shard, ((out, shard, 0, SHAPE, ObservationConfig()),))
-    return peak
+        return pool.apply(_simulate_shard, ((out, shard, 0, SHAPE, ObservationConfig(), False),))["peak_mb"]
 
 
 def main(argv: list[str] | None = None) -> None:
