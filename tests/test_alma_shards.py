@@ -154,7 +154,7 @@ def test_cli_refuses_a_file_for_out_and_a_shape_beyond_memory(tmp_path, capsys):
     assert main(["alma", "simulate", "--n", "2", "--out", str(tmp_path / "big"), "--shape", "4096", "4096", "4096",
                  "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "need about 4.4e+03 GB per worker" in err and "lower --shape" in err and len(err.splitlines()) == 1
+    assert "need about 1.1e+04 GB per worker" in err and "lower --shape" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "big").exists()
 
 

@@ -26,6 +26,35 @@ then give its scheduler's address to mlsky.
 or, from the command line alone: ``dask scheduler`` on one node, ``dask worker
 tcp://NODE:8786 --nthreads 1`` on each other node (one thread per worker: the FFTs of a cube
 already fill a core, and two shards at once double the memory).
+
+The paper's scale, projected from measured numbers
+--------------------------------------------------
+Measured once on the development machine: 2 CPU cores shared with other work (load 6 to 8),
+so the numbers are noisy and on the low side (``benchmarks/alma_simulate.py --dask`` and
+``benchmarks/alma_train.py``):
+
+- one 128 x 256 x 256 cube: 0.54 s to simulate in one process; with the shards written, 2
+  worker processes made 0.70 cubes/s, i.e. 0.35 cubes/s per worker;
+- disk: 16.9 MB per cube in shards (float16), 67.4 MB more as FITS with ``--fits``;
+- memory: 1.3 GB peak per worker with shards of 8 cubes;
+- a Dask ``LocalCluster`` of 2 workers made 0.17 cubes/s on 16 cubes: starting the cluster and
+  making the gridded weights once in each new worker process cost seconds that a set of
+  20,000 cubes amortises, but 16 do not;
+- training, one epoch of Blobs Finder, Deep GRU and one of the four ResNets at the ``paper``
+  sizes, inputs built from the shards included: 0.52 cubes/s in one CPU process; 2-process DDP
+  (gloo) on the same 2 busy cores: 0.37 cubes/s (speed-up 0.70x: two ranks compete for two
+  shared cores, so this measures the overhead of DDP, not the gain of a second machine).
+
+For the paper's 20,000 cubes of 128 x 256 x 256:
+
+- shards: 20,000 x 16.9 MB = 338 GB (the paper's 340 GB); with ``--fits``, 1.35 TB more;
+- simulation on N Dask workers of that speed: 20,000 / (0.35 N) s -- 16 h on 1, 1.0 h on 16,
+  15 min on 64, 4 min on 256, where the shared file system must then take 338 GB in 4 min
+  (1.5 GB/s), the likely limit;
+- training on N GPUs: an epoch takes 20,000 / (r N e) s, with r the cubes/s of one GPU and
+  e the DDP efficiency. No GPU was available to measure r; ``python benchmarks/alma_train.py
+  --shape 128 256 256 --scale paper`` on a GPU machine prints it. One CPU core gives
+  r = 0.52, i.e. 10.7 h per epoch: the paper's 20,000 cubes are for GPUs.
 """
 
 from __future__ import annotations

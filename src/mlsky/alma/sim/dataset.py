@@ -52,9 +52,11 @@ MANIFEST = "manifest.json"
 LOCK = ".mlsky-writer.lock"
 FORMAT_VERSION = 2
 SPLITS = ("train", "val", "test")
-#: Working memory of one simulated cube, bytes per voxel: the float32 dirty, sky and observed
-#: cubes, the complex half-plane visibilities and noise, and the gridded weights.
-WORK_BYTES_PER_VOXEL = 32
+#: Working memory of a worker, bytes per voxel of one cube: the float32 dirty, sky and observed
+#: cubes, the complex half-plane visibilities and noise, the gridded weights and their making,
+#: and the interpreter. Measured: 1.3 GB peak for a shard of 8 cubes of 128 x 256 x 256
+#: (benchmarks/alma_simulate.py), of which the shard is 0.27 GB.
+WORK_BYTES_PER_VOXEL = 128
 
 
 class DatasetError(ValueError):
@@ -316,7 +318,7 @@ def make_dataset(n: int, out: str | Path, seed: int = 0, workers: int | None = N
         Cube shape and observation (default: the CASA reference set-up).
     shard_size
         Cubes per shard (a worker holds one shard in memory: 8 cubes of 128 x 256 x 256
-        take 270 MB).
+        take 270 MB, and a worker 1.3 GB in all; see :func:`estimate_memory`).
     fractions
         Train, validation and test fractions (split by cube).
     progress
