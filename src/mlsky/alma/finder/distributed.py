@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 from datetime import timedelta
 from typing import Iterator
@@ -139,7 +140,10 @@ def stop_cleanly() -> Iterator[None]:
     except RuntimeError as err:
         if not is_distributed() or not _is_collective_failure(err):
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # gloo says e.g. "[.../pair.cc:561] Connection closed by peer [127.0.0.1]:35719. This is ...":
+        # keep its first sentence, without the source location.
+        text = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip()) or type(err).__name__
+        first = text.splitlines()[0].split(". ")[0]
         raise DistributedError(
             f"rank {rank()} of {world_size()}: another rank stopped ({first[:200]}); "
             "the last complete checkpoint is kept, resume by running the same command"
@@ -156,3 +160,5 @@ def shutdown() -> None:
     """Leave the process group (at the end of a run)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        # The run has said why it stops; a SIGTERM from torchrun while exiting needs no message.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
