@@ -17,6 +17,9 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Iterator
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mlsky.alma.finder import distributed
 from mlsky.alma.sim.dataset import BadShardError, DatasetError, ShardReader, check_shards, read_manifest
 from mlsky.alma.sim.simulate import SimulatedCube
 
@@ -119,9 +123,6 @@ def data_shape(folder: str | Path) -> tuple[int, int, int]:
 
 def data_id(folder: str | Path) -> str:
     """An identity of a set for checkpoints: its seed, size, shape and shard checksums, hashed."""
-    import hashlib
-    import json
-
     manifest = read_manifest(folder)
     key = json.dumps([manifest["params"], [s.get("sha256") for s in manifest["shards"]]], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -144,11 +145,6 @@ def pipeline_data(folder: str | Path, plan, out: str | Path, *, skip_bad: bool =
     DatasetError
         A bad set or shard, or ``out`` holds checkpoints trained on another set.
     """
-    import dataclasses
-    import json
-
-    from mlsky.alma.finder import distributed
-
     shape = data_shape(folder)
     size = -(-max(shape[1:]) // 16) * 16
     plan = dataclasses.replace(plan, shape=shape, input_size=size)
