@@ -73,8 +73,9 @@ class ShardCubes(IterableDataset):
         if bad and rank == 0:
             print(f"{self.folder}: skipping {len(bad)} {split} shard(s) missing or of the wrong size: "
                   f"{', '.join(bad)}", file=sys.stderr)
-        shards = [s for s in shards if s["file"] not in bad]
-        self.shards = shards[rank::world_size]
+        mine = shards[rank::world_size]
+        self.dropped = [s for s in mine if s["file"] in bad]
+        self.shards = [s for s in mine if s["file"] not in bad]
         self.split = split
 
     @property
@@ -110,10 +111,15 @@ def stream_cubes(folder: str | Path, split: str = "train", *, workers: int = 0, 
     dataset = ShardCubes(folder, split, rank=rank, world_size=world_size, skip_bad=skip_bad)
     loader = DataLoader(dataset, batch_size=None, collate_fn=_one, num_workers=workers,
                         prefetch_factor=1 if workers else None, persistent_workers=False)
-    for k, cube in enumerate(loader):
-        if limit is not None and k >= limit:
-            break
+    expected = dataset.n_cubes + sum(len(s["cubes"]) for s in dataset.dropped)
+    seen = 0
+    for cube in loader:
+        if limit is not None and seen >= limit:
+            return
+        seen += 1
         yield cube
+    if seen < expected:
+        print(f"{dataset.folder}: {expected - seen} of {expected} {split} cubes skipped in bad shards", file=sys.stderr)
 
 
 def data_shape(folder: str | Path) -> tuple[int, int, int]:
