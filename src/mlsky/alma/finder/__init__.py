@@ -7,6 +7,8 @@
 - :mod:`~mlsky.alma.finder.pipeline` -- :class:`AlmaSourceFinder` and :func:`detect`;
 - :mod:`~mlsky.alma.finder.catalogue` -- the catalogue every finder writes;
 - :mod:`~mlsky.alma.finder.train` -- training the three networks, with resumable checkpoints;
+- :mod:`~mlsky.alma.finder.data` -- training cubes streamed from a simulated set's shards;
+- :mod:`~mlsky.alma.finder.distributed` -- DistributedDataParallel under ``torchrun``;
 - :mod:`~mlsky.alma.finder.plot` -- figures of the pipeline at work.
 """
 

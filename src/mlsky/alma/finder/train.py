@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from mlsky.alma.finder import distributed
 from mlsky.alma.finder.cube import Cube, as_cube
 from mlsky.alma.finder.inputs import FILTER_WIDTHS, battery_input, box_spectrum, integrated_image, matched_filter_images
 from mlsky.alma.finder.models import create_model
@@ -89,8 +90,16 @@ def fit_network(
     seed: int = 0,
     progress: bool = True,
     augment: bool = False,
+    checkpoint_every: int | None = 100,
 ) -> dict[str, list[float]]:
     """Train with Adam; checkpoint every epoch and resume from ``checkpoint`` if it exists.
+
+    Within an epoch a checkpoint is also written every ``checkpoint_every`` batches, with the
+    position in the epoch (``extra["position"]``), so that a resume goes on with the next batch
+    the interrupted run would have taken. In a distributed run
+    (:mod:`mlsky.alma.finder.distributed`) each rank gives its own ``x, y``; a step averages
+    the gradients over the whole effective batch of ``batch_size`` (each rank's local batch in
+    proportion to its data), and only rank 0 writes the checkpoint.
 
     With a validation set, the weights of the epoch with the lowest validation loss are kept
     (in the model at the end, and as the checkpoint's inference weights). ``augment`` turns
@@ -106,9 +115,10 @@ def fit_network(
     """
     device = get_device()
     model.to(device)
+    net = distributed.wrap(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history: dict[str, list[float]] = {"train": [], "val": []}
-    start, best = 0, None
+    start, best, position = 0, None, None
     if checkpoint is not None and Path(checkpoint).is_file():
         state = read_checkpoint(checkpoint, model.model_name)
         if state["model_kwargs"] != getattr(model, "init_kwargs", {}):
@@ -120,16 +130,20 @@ def fit_network(
         if state["optimizer"] is not None:
             opt.load_state_dict(state["optimizer"])
         start, history, best = state["epoch"], state["history"], state.get("best_state_dict")
+        position = state["extra"].get("position")
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    batches, weight, n_all = _batches(len(xt), batch_size)
     bar = tqdm(range(start, epochs), desc=model.model_name, **progress_options(progress), leave=False)
     for epoch in bar:
         gen.manual_seed(seed + epoch)  # same batches after a resume as in one run
         order = torch.randperm(len(xt), generator=gen)
-        model.train()
-        total = 0.0
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
+        net.train()
+        total, done = 0.0, 0
+        if position is not None and position["epoch"] == epoch:
+            done, total = position["batch"], position["total"]
+        for step, (i0, i1) in enumerate(batches):
+            idx = order[i0:i1]
             if len(idx) < 2 and len(order) > 1:
                 continue  # BatchNorm needs two samples
             xb, yb = xt[idx], yt[idx]
@@ -139,24 +153,53 @@ def fit_network(
                 xb, yb = (torch.roll(torch.rot90(v, k, (2, 3)), shift, (2, 3)) for v in (xb, yb))
                 if flip % 2:
                     xb, yb = xb.flip(3), yb.flip(3)
+            if step < done:
+                continue  # taken before the interruption (the generator has been replayed up to here)
             opt.zero_grad()
-            loss = loss_fn(model(xb.to(device)), yb.to(device))
-            loss.backward()
+            loss = loss_fn(net(xb.to(device)), yb.to(device))
+            (loss * weight).backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        history["train"].append(total / len(order))
+            last = step + 1 == len(batches)  # the end-of-epoch checkpoint follows
+            if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and not last:
+                # Every rank's share of the partial loss goes into rank 0's position.
+                partial = float(distributed.all_reduce_sum([total])[0])
+                if distributed.is_main():
+                    save_checkpoint(checkpoint, model, epoch=epoch, history=history, optimizer=opt, best_state_dict=best,
+                                    extra={**(extra or {}), "position": {"epoch": epoch, "batch": step + 1, "total": partial}})
+                total = partial if distributed.is_main() else 0.0
+        position = None
+        history["train"].append(float(distributed.all_reduce_sum([total])[0]) / n_all)
         if validation is not None:
             history["val"].append(evaluate_loss(model, *validation, loss_fn, batch_size))
             if history["val"][-1] <= min(history["val"]):
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar.set_postfix(train=f"{history['train'][-1]:.4f}", val=f"{history['val'][-1]:.4f}" if history["val"] else "-")
-        if checkpoint is not None:
+        if checkpoint is not None and distributed.is_main():
             save_checkpoint(checkpoint, model, epoch=epoch + 1, history=history, optimizer=opt, extra=extra,
                             best_state_dict=best)
     if best is not None:
         model.load_state_dict(best)
     model.eval()
     return history
+
+
+def _batches(n: int, batch_size: int) -> tuple[list[tuple[int, int]], float, int]:
+    """This rank's batches (slices of its shuffled items), its loss weight, and the items of all ranks.
+
+    One process: slices of ``batch_size``. Several: every rank takes the same number of
+    full local batches, sized in proportion to its items (at most all of them; an epoch drops
+    each rank's remainder, different items every epoch), and weights its mean loss by its share of the
+    step, so that the gradients DDP averages are those of the mean over the effective batch.
+    """
+    counts = distributed.all_gather_int(n)
+    if len(counts) == 1:
+        return [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)], 1.0, max(n, 1)
+    # A rank whose data are fewer than its share of the batch gives all it has, once.
+    local = [min(c, max(2, round(batch_size * c / max(sum(counts), 1)))) for c in counts]
+    steps = min((c // b if b else 0) for c, b in zip(counts, local))
+    b = local[distributed.rank()]
+    return [(k * b, (k + 1) * b) for k in range(steps)], b * len(counts) / sum(local), max(sum(counts), 1)
 
 
 def evaluate_loss(model: nn.Module, x: np.ndarray, y: np.ndarray, loss_fn, batch_size: int = 64) -> float:
@@ -370,7 +413,8 @@ def training_sets(cubes: Iterable, plan: TrainingPlan, rng: np.random.Generator)
 
 def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan | None = None, seed: int = 0,
                    train_cubes: Sequence | None = None, val_cubes: Sequence | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, data: str | os.PathLike | None = None, skip_bad: bool = False,
+                   loader_workers: int = 0) -> dict:
     """Train Blobs Finder, Deep GRU and the ResNet battery and choose the thresholds.
 
     Parameters
@@ -386,6 +430,13 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
     train_cubes, val_cubes
         Cubes to use instead of simulating them (anything :func:`~mlsky.alma.finder.cube.as_cube`
         reads, with a ``truth`` table).
+    data, skip_bad, loader_workers
+        A folder made by ``mlsky alma simulate`` to stream the cubes from instead
+        (:func:`mlsky.alma.finder.data.pipeline_data`): its train split for training, the
+        first ``plan.n_val`` cubes of its validation split for validation and thresholds; bad
+        shards stop the run, or are skipped with ``skip_bad``; ``loader_workers`` DataLoader
+        processes read the shards. In a distributed run (``torchrun``) each rank trains on its
+        own shards and rank 0 alone writes the checkpoints and tunes the thresholds.
 
     Returns
     -------
@@ -395,6 +446,11 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
     plan = plan or training_plan()
     out = Path(out) if out is not None else default_weights_dir()
     out.mkdir(parents=True, exist_ok=True)
+    if data is not None:
+        from mlsky.alma.finder.data import pipeline_data
+
+        plan, train_cubes, val_cubes = pipeline_data(data, plan, out, skip_bad=skip_bad, workers=loader_workers)
+    progress = progress and distributed.is_main()
     rng = seed_everything(seed)
     val_cubes = list(val_cubes if val_cubes is not None else simulate_cubes(plan.n_val, plan.shape, seed + 10**6, progress))
     train = training_sets(train_cubes if train_cubes is not None else simulate_cubes(plan.n_train, plan.shape, seed, progress),
@@ -418,7 +474,8 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
     xr, yr = train.battery
     vr, vy = val.battery
     for name, n_out in BATTERY.items() if plan.battery else ():
-        mean, std = yr[name].mean(axis=0), yr[name].std(axis=0) + 1e-6
+        mean, std = distributed.global_mean_std(yr[name])
+        std = std + 1e-6
         norm = lambda t: ((t - mean) / std).astype(np.float32)  # noqa: E731
         resnet = create_model("resnet18", width=plan.resnet_width, out_features=n_out)
         history[f"resnet_{name}"] = fit_network(
@@ -429,8 +486,10 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
     config = PipelineConfig(input_size=plan.input_size, cutout=plan.cutout,
                             pixel_scale_arcsec=first.pixel_scale_arcsec, channel_width_hz=first.channel_width_hz,
                             scale=get_scale(), blobs_model=plan.blobs_model, filter_widths=list(plan.filter_widths))
-    config.write(out)
-    history["thresholds"] = tune_thresholds(out, val_cubes, measure="battery" if plan.battery else "fit")
+    if distributed.is_main():  # the thresholds are tuned once, while the other ranks wait
+        config.write(out)
+        history["thresholds"] = tune_thresholds(out, val_cubes, measure="battery" if plan.battery else "fit")
+    distributed.barrier()
     return history
 
 

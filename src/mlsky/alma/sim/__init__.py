@@ -4,7 +4,9 @@
 - :mod:`~mlsky.alma.sim.uv` -- Earth-rotation synthesis, imaging weights, dirty beam, noise level;
 - :mod:`~mlsky.alma.sim.sky` -- sky models of Gaussian sources with Gaussian lines;
 - :mod:`~mlsky.alma.sim.simulate` -- dirty cubes, sky models, beams and truth tables;
-- :mod:`~mlsky.alma.sim.dataset` -- training sets of many cubes, in shards;
+- :mod:`~mlsky.alma.sim.dataset` -- training sets of many cubes, in checksummed shards, one writer per folder;
+- :mod:`~mlsky.alma.sim.dask` -- the same sets simulated on a Dask cluster, and the paper's scale projected;
+- :mod:`~mlsky.alma.sim.export` -- simulated cubes as FITS for CARTA or DS9;
 - :mod:`~mlsky.alma.sim.casa` -- the check against cubes made with CASA;
 - :mod:`~mlsky.alma.sim.plot` -- an overview figure of a cube.
 """
