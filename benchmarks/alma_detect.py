@@ -7,7 +7,8 @@ Every finder runs on the same cubes, read once into memory, on this CPU:
   kernels, reliability; 12 runs of the binary per cube, about 7 s each at full size);
 - the Python peers, each tuned on the same validation cubes: the SoFiA-like smooth-and-clip
   (the fallback without the binary), the blobcat-like flood fill, photutils segmentation;
-- the deep-learning pipeline when ``--weights DIR`` names trained weights.
+- the finder that ships with mlsky (its default weights), and also a pipeline trained by
+  ``mlsky alma train`` when ``--weights DIR`` names one (e.g. the paper's set-up).
 
 Two test sets, never used for tuning: ``--n`` held-out simulated cubes (seeds from 7,000,000;
 validation cubes from 8,000,000, far from the training seeds) of ``--shape`` (default
@@ -28,6 +29,7 @@ import time
 
 import mlsky
 from mlsky.alma.finder import as_cube
+from mlsky.alma.finder.pipeline import PipelineConfig
 from mlsky.alma.metrics import compare_finders
 from mlsky.alma.peers import (
     BlobcatFinder,
@@ -71,10 +73,14 @@ def tuned_finders(validation: list, weights: str | None) -> dict:
     finders["SoFiA-like (Python)"] = _tune("SoFiA-like", SofiaFinder(), validation)
     finders["blobcat-like"] = _tune("blobcat-like", BlobcatFinder(), validation)
     finders["photutils"] = _tune("photutils", PhotutilsFinder(), validation)
-    if weights:
-        from mlsky.alma.finder import AlmaSourceFinder
+    from mlsky.alma.finder import AlmaSourceFinder
+    from mlsky.data.weights import shipped_weights
 
-        finders["pipeline"] = AlmaSourceFinder(weights).load().predict
+    finders["mlsky finder (shipped)"] = AlmaSourceFinder(shipped_weights("alma_finder")).load().predict
+    if weights:
+        config = PipelineConfig.read(weights)
+        measure = "fit" if config.filter_widths else "battery"  # the paper's set-up trains the battery
+        finders[f"pipeline ({weights})"] = AlmaSourceFinder(weights, measure=measure).load().predict
     return finders
 
 
@@ -114,7 +120,8 @@ def main() -> int:
     parser.add_argument("--shape", type=shape_arg, default=(128, 256, 256), help="simulated cube shape, channels first")
     parser.add_argument("--n", type=int, default=12, help="held-out simulated cubes (default 12)")
     parser.add_argument("--n-val", type=int, default=4, help="validation cubes to tune on (default 4)")
-    parser.add_argument("--weights", default=None, help="trained pipeline folder: add the deep-learning finder")
+    parser.add_argument("--weights", default=None,
+                        help="a pipeline folder from `mlsky alma train`: add it beside the shipped finder")
     args = parser.parse_args()
     print(mlsky.describe())
     validation = [random_cube(VALIDATION_SEED + i, shape=args.shape) for i in range(args.n_val)]

@@ -14,6 +14,7 @@ import numpy as np
 from astropy.table import Table
 
 from mlsky.alma.finder import AlmaSourceFinder, as_cube, integrated_image
+from mlsky.alma.finder.inputs import matched_filter_images
 from mlsky.alma.metrics import angle_difference
 
 
@@ -30,42 +31,52 @@ def plot_training_curves(history: dict):
     import matplotlib.pyplot as plt
 
     names = [k for k, v in history.items() if isinstance(v, dict) and "train" in v]
-    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 2.8), constrained_layout=True, squeeze=False)
-    for ax, name in zip(axes[0], names):
+    cols = min(len(names), 3)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5, 2.3 * rows), constrained_layout=True, squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         ax.plot(np.arange(1, len(history[name]["train"]) + 1), history[name]["train"], label="train")
         if history[name]["val"]:
             ax.plot(np.arange(1, len(history[name]["val"]) + 1), history[name]["val"], label="validation")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name)
         ax.set_xlabel("epoch")
-    axes[0, 0].set_ylabel("loss")
-    axes[0, 0].legend(fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("loss")
+    axes[0, 0].legend()
     return fig
 
 
 def plot_blobs(finder: AlmaSourceFinder, cubes: Sequence):
-    """Like the paper's Fig. 18: integrated dirty image, target footprints, Blobs Finder's map.
+    """Like the paper's Fig. 18: what Blobs Finder reads, the target footprints, its map.
 
-    True boxes in green, Blobs Finder's boxes (at the chosen threshold) in red.
+    What it reads is the integrated dirty image for the paper's finder, and the matched-filtered
+    image of the widest line for the fully convolutional one. True boxes in green, Blobs
+    Finder's boxes (at the chosen threshold) in red. At most three cubes fit the page.
     """
     import matplotlib.pyplot as plt
 
     from mlsky.alma.finder.train import footprint_map
 
-    fig, axes = plt.subplots(3, len(cubes), figsize=(3 * len(cubes), 9), constrained_layout=True, squeeze=False)
+    cubes = list(cubes)[:3]
+    fig, axes = plt.subplots(3, len(cubes), figsize=(6.5, 6.9), constrained_layout=True, squeeze=False)
     for j, sim in enumerate(cubes):
         cube = as_cube(sim)
         prob = finder.probability(cube)
         boxes = [dict(x0=b[0], x1=b[1], y0=b[2], y1=b[3]) for b in finder.boxes(prob)]
-        panels = [(integrated_image(cube), "integrated dirty image [noise units]"),
-                  (footprint_map(sim.truth, *prob.shape), "target: true footprints"),
-                  (prob, "Blobs Finder probability")]
+        widths = finder.config_.filter_widths
+        seen = (matched_filter_images(cube, widths[-1:])[0], f"filtered, {widths[-1]} channels") if widths \
+            else (integrated_image(cube), "integrated image")
+        panels = [seen, (footprint_map(sim.truth, *prob.shape), "true footprints"),
+                  (prob, "probability map")]
         for i, (image, title) in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(image, origin="lower", cmap="inferno", vmin=0 if i else None)
             _rectangles(ax, sim.truth, "lime")
             if i == 2:
                 _rectangles(ax, boxes, "red", "--")
-            ax.set_title(title, fontsize=8)
+            ax.set_title(title)
             ax.set_xticks([])
             ax.set_yticks([])
     return fig
@@ -78,12 +89,11 @@ def plot_spectra(finder: AlmaSourceFinder, sim, n: int = 3):
 
     cube = as_cube(sim)
     boxes = finder.boxes(finder.probability(cube))[:n]
-    fig, axes = plt.subplots(1, max(len(boxes), 1), figsize=(4 * max(len(boxes), 1), 3), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, max(len(boxes), 1), figsize=(6.5, 2.8), constrained_layout=True, squeeze=False)
     for ax, box in zip(axes[0], boxes):
         spec, prob = finder.focus(cube, box)
-        ax.plot(spec, color="C0", lw=1, label="dirty spectrum (standardised)")
-        ax.plot(prob * max(spec.max(), 1), "r:", label="Deep GRU (scaled)")
+        ax.plot(spec, color="C0", lw=1, label="spectrum")
+        ax.plot(prob * max(spec.max(), 1), "r:", label="Deep GRU")
         for r in sim.truth:
             if box[0] <= r["x"] < box[1] and box[2] <= r["y"] < box[3]:
                 for edge in (r["z0"], r["z1"] - 1):
@@ -91,9 +101,9 @@ def plot_spectra(finder: AlmaSourceFinder, sim, n: int = 3):
         for row in finder.detections(box, spec, prob):
             for edge in (row["z0"], row["z1"] - 1):
                 ax.axvline(edge, color="red", lw=1)
-        ax.set_title(f"box at x={box[4]:.0f}, y={box[5]:.0f}", fontsize=9)
+        ax.set_title(f"box at ({box[4]:.0f}, {box[5]:.0f})")
         ax.set_xlabel("channel")
-    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].legend()
     return fig
 
 
@@ -102,8 +112,14 @@ def plot_residuals(pairs: Table, names: Sequence[str] = ("x", "y", "z", "fwhm_x"
     import matplotlib.pyplot as plt
 
     names = [n for n in names if f"{n}_true" in pairs.colnames and f"{n}_pred" in pairs.colnames]
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), constrained_layout=True, squeeze=False)
-    for ax, name in zip(axes[0], names):
+    if not len(pairs):
+        raise ValueError("no matched pairs to plot: the finder matched no true source")
+    cols = min(len(names), 4)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5, 1.9 * rows + 0.4), constrained_layout=True, squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
         t, p = np.asarray(pairs[f"{name}_true"], float), np.asarray(pairs[f"{name}_pred"], float)
         if name == "pa_deg":
             p = t - angle_difference(t, p)
@@ -112,7 +128,8 @@ def plot_residuals(pairs: Table, names: Sequence[str] = ("x", "y", "z", "fwhm_x"
         ax.scatter(t, p, s=6)
         lo, hi = np.nanmin([t.min(), p.min()]), np.nanmax([t.max(), p.max()])
         ax.plot([lo, hi], [lo, hi], "r:")
-        ax.set_title(name + (" [mJy]" if name == "flux" else ""), fontsize=9)
+        ax.set_title(name + (" [mJy]" if name == "flux" else ""))
         ax.set_xlabel("true")
-    axes[0, 0].set_ylabel("predicted")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("predicted")
     return fig

@@ -254,7 +254,7 @@ def training_plan(scale: str | None = None, *, paper_model: bool = False) -> Tra
     return TrainingPlan(
         **model,
         shape=by_scale(ci=(32, 64, 64), laptop=(64, 128, 128), paper=(128, 256, 256), scale=scale),
-        n_train=by_scale(ci=96, laptop=240, paper=2000, scale=scale),
+        n_train=by_scale(ci=96, laptop=480, paper=2000, scale=scale),
         n_val=by_scale(ci=16, laptop=32, paper=200, scale=scale),
         input_size=by_scale(ci=64, laptop=128, paper=256, scale=scale),
         cutout=by_scale(ci=16, laptop=32, paper=32, scale=scale),

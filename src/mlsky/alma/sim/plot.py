@@ -40,16 +40,17 @@ def plot_cube_overview(cube: SimulatedCube, source: int = 0, beam_zoom: int = 32
     """
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4), constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=(6.5, 5.6), constrained_layout=True)
+    axes = axes.ravel()
     n_chan, ny, nx = cube.dirty.shape
     panels = [
-        (cube.sky.sum(axis=0), "sky model, summed over channels [Jy/pixel]"),
-        (cube.dirty.sum(axis=0), "dirty cube, summed over channels [Jy/beam]"),
+        (cube.sky.sum(axis=0), "sky, summed [Jy/pixel]"),
+        (cube.dirty.sum(axis=0), "dirty cube, summed [Jy/beam]"),
     ]
     for ax, (image, title) in zip(axes[:2], panels):
         im = ax.imshow(image, origin="lower", cmap="inferno")
         _boxes(ax, cube.truth)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
         ax.set_xlabel("x [pixel]")
         fig.colorbar(im, ax=ax, shrink=0.8)
     axes[0].set_ylabel("y [pixel]")
@@ -59,7 +60,7 @@ def plot_cube_overview(cube: SimulatedCube, source: int = 0, beam_zoom: int = 32
                         vmin=-0.3, vmax=1, extent=(-z - 0.5, z - 0.5, -z - 0.5, z - 0.5))
     bmaj = cube.header.get("BMAJ", np.nan) * 3600
     bmin = cube.header.get("BMIN", np.nan) * 3600
-    axes[2].set_title(f'dirty beam (FWHM {bmaj:.2f}" x {bmin:.2f}")', fontsize=9)
+    axes[2].set_title(f'dirty beam ({bmaj:.2f}" x {bmin:.2f}")')
     axes[2].set_xlabel("offset [pixel]")
     fig.colorbar(im, ax=axes[2], shrink=0.8)
     if len(cube.truth):
@@ -67,11 +68,11 @@ def plot_cube_overview(cube: SimulatedCube, source: int = 0, beam_zoom: int = 32
         box = np.s_[:, row["y0"] : row["y1"], row["x0"] : row["x1"]]
         chan = np.arange(n_chan)
         axes[3].step(chan, cube.dirty[box].mean(axis=(1, 2)), where="mid", color="C0")
-        axes[3].set_ylabel("dirty, mean over the box [Jy/beam]", color="C0")
+        axes[3].set_ylabel("dirty, box mean [Jy/beam]", color="C0")
         sky_ax = axes[3].twinx()
         sky_ax.step(chan, cube.sky[box].sum(axis=(1, 2)), where="mid", color="C3")
-        sky_ax.set_ylabel("sky, summed over the box [Jy]", color="C3")
+        sky_ax.set_ylabel("sky, box sum [Jy]", color="C3")
         axes[3].axvspan(row["z0"] - 0.5, row["z1"] - 0.5, color="0.9", zorder=0)
-        axes[3].set_title(f"source {source} (SNR {row['snr']:.1f}): spectrum in its box", fontsize=9)
+        axes[3].set_title(f"source {source}, SNR {row['snr']:.1f}")
     axes[3].set_xlabel("channel")
     return fig
