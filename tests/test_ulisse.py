@@ -170,8 +170,8 @@ def test_extractor_on_real_cutouts_caches_and_resumes(cutout_folder, monkeypatch
     assert first.features.shape == (6, 1280) and first.backbone == "tf_efficientnet_lite0"
     assert first.layers["blocks.6"].shape == (6, 320)
     assert np.isfinite(first.features).all() and first.features.std() > 0
-    cache = extractor.cache_path(paths)
-    assert cache.is_file() and "tf_efficientnet_lite0" in str(cache)
+    cache = extractor.cache_folder()
+    assert len(list(cache.glob("shard-*.npz"))) == 1 and "tf_efficientnet_lite0" in str(cache)
     # A second run reads the cache: the network is not called again.
     monkeypatch.setattr(FeatureExtractor, "_forward", lambda *a, **k: pytest.fail("recomputed"))
     again = FeatureExtractor(backbone="tf_efficientnet_lite0").extract(paths)
@@ -281,3 +281,51 @@ def test_online_fetch_is_mocked(tmp_path, monkeypatch, data_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert isinstance(ud.network_available(timeout=0.5), bool)
+
+
+def test_fast_cutout_is_the_plain_resampling(data_dir):
+    """The windowed, separable resampling gives the numbers of map_coordinates on the whole image."""
+    from scipy import ndimage
+
+    from mlsky.ulisse import cutouts
+
+    def plain(image, crop, align, size):
+        h, w = image.shape[:2]
+        if crop == "centre":
+            half, x0, y0, angle, fx, fy = min(h, w) / 4, (w - 1) / 2, (h - 1) / 2, 0.0, False, False
+        else:
+            s = measure_object(image)
+            half, x0, y0 = float(np.clip(3 * s.radius, 16.0, min(h, w) / 2)), s.x, s.y
+            angle, fx, fy = (s.angle, s.flip_x, s.flip_y) if align else (0.0, False, False)
+        scale = 2 * half / size
+        data = image.astype(np.float32) / 255
+        if scale > 1:
+            data = ndimage.gaussian_filter(data, sigma=(0.5 * (scale - 1), 0.5 * (scale - 1), 0))
+        grid = (np.arange(size) - (size - 1) / 2) * scale
+        u, v = grid[None, :] * (-1 if fx else 1), grid[:, None] * (-1 if fy else 1)
+        coords = np.stack(np.broadcast_arrays(y0 + u * np.sin(angle) + v * np.cos(angle),
+                                              x0 + u * np.cos(angle) - v * np.sin(angle)))
+        return np.stack([ndimage.map_coordinates(data[..., c], coords, order=1, mode="nearest") for c in range(3)], -1)
+
+    for path in load_galaxyzoo1(n=40, seed=5)["path"][:4]:
+        image = read_image(path)
+        for crop, align, size in (("centre", False, 224), ("centre", False, 64), ("measured", False, 224),
+                                  ("measured", True, 64)):
+            np.testing.assert_allclose(cutouts.cutout(image, crop=crop, align=align, size=size),
+                                       np.clip(plain(image, crop, align, size), 0, 1), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bf16_features_keep_fp32_neighbours(data_dir):
+    """bf16 autocast + channels_last against plain fp32 on 200 real cutouts (the issue's tolerances)."""
+    paths = list(load_galaxyzoo1(n=200, seed=7)["path"])
+    fp32 = FeatureExtractor(backbone="tf_efficientnet_lite0", precision="fp32", channels_last=False,
+                            cache=False).extract(paths).features
+    bf16 = FeatureExtractor(backbone="tf_efficientnet_lite0", precision="bf16", cache=False).extract(paths).features
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() >= 0.999, cosine.min()
+    k = 50
+    ref = SimilaritySearch(n_neighbors=k).fit(fp32).kneighbors(indices=np.arange(len(paths)))[1]
+    fast = SimilaritySearch(n_neighbors=k).fit(bf16).kneighbors(indices=np.arange(len(paths)))[1]
+    agreement = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref, fast)])
+    assert agreement >= 0.95, agreement
