@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 
@@ -329,3 +330,122 @@ def test_bf16_features_keep_fp32_neighbours(data_dir):
     fast = SimilaritySearch(n_neighbors=k).fit(bf16).kneighbors(indices=np.arange(len(paths)))[1]
     agreement = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref, fast)])
     assert agreement >= 0.95, agreement
+
+
+def test_backbone_fallback_reason_is_printed_and_saved(cutout_folder, tmp_path, monkeypatch, capsys):
+    folder, _, _ = cutout_folder
+
+    def no_b0():
+        raise bb.BackboneUnavailableError("the hub said 503")
+
+    monkeypatch.setattr(bb, "b0_cached", lambda: True)
+    monkeypatch.setattr(bb, "load_b0", no_b0)
+    with pytest.warns(UserWarning, match="the hub said 503"):
+        backbone = bb.load_backbone("auto")
+    assert backbone.name == "tf_efficientnet_lite0" and "the hub said 503" in backbone.fallback
+    out = tmp_path / "f.npz"
+    with pytest.warns(UserWarning, match="the hub said 503"):
+        assert main(["ulisse", "embed", str(folder), "-o", str(out)]) == 0
+    assert "the hub said 503" in capsys.readouterr().out
+    assert "the hub said 503" in Features.load(out).fallback
+
+
+def test_cache_is_keyed_on_content_not_name_or_size(cutout_folder, tmp_path):
+    folder, _, _ = cutout_folder
+    first, second = (read_image(p) for p in list_images(folder)[:2])
+    work = tmp_path / "same"
+    work.mkdir()
+    image = work / "galaxy.bmp"  # uncompressed: two images of one shape have one size
+    Image.fromarray(first).save(image)
+    stat = image.stat()
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0")
+    before = extractor.extract([image]).features
+    Image.fromarray(second).save(image)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even the time stamp is the old one
+    assert image.stat().st_size == stat.st_size
+    after = extractor.extract([image]).features
+    fresh = FeatureExtractor(backbone="tf_efficientnet_lite0", cache=False).extract([image]).features
+    np.testing.assert_allclose(after, fresh, rtol=1e-5, atol=1e-6)
+    assert np.abs(after - before).max() > 0.01
+
+
+def test_16bit_images_are_scaled_and_float_images_refused(cutout_folder, tmp_path):
+    folder, _, _ = cutout_folder
+    grey8 = read_image(list_images(folder)[0])[..., 1]
+    Image.fromarray(grey8).save(tmp_path / "grey8.png")
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I;16")
+    np.testing.assert_array_equal(read_image(tmp_path / "grey16.png"), read_image(tmp_path / "grey8.png"))
+    Image.fromarray(grey8.astype(np.float32) / 255).save(tmp_path / "flux.tif")
+    with pytest.raises(ImageReadError, match=r"flux.tif: floating-point image \(mode F\)"):
+        read_image(tmp_path / "flux.tif")
+
+
+def test_image_over_pillow_limit_is_skipped_and_counted(cutout_folder, tmp_path, monkeypatch):
+    folder, _, _ = cutout_folder
+    work = tmp_path / "bombs"
+    work.mkdir()
+    for path in list_images(folder)[:2]:  # 423 x 423 = 178,929 pixels each
+        shutil.copy(path, work)
+    Image.fromarray(read_image(list_images(folder)[2])[:120, :120]).save(work / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # over twice the limit: Pillow raises
+    with pytest.warns(UserWarning, match="skipped 2 of 3"):
+        result = FeatureExtractor(backbone="tf_efficientnet_lite0").extract(list_images(work))
+    assert result.ids == ["small"] and all("DecompressionBomb" in reason for _, reason in result.skipped)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # between 1x and 2x: Pillow only warns
+    with pytest.raises(ImageReadError, match="DecompressionBomb"):
+        read_image(list_images(folder)[0])
+
+
+def test_cli_embed_refuses_to_overwrite_and_bad_numbers(cutout_folder, tmp_path, capsys):
+    folder, labels, sample = cutout_folder
+    out = tmp_path / "features.npz"
+    assert main(["ulisse", "embed", str(folder), "-o", str(out)]) == 0
+    written = out.read_bytes()
+    capsys.readouterr()
+    assert main(["ulisse", "embed", str(folder), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists; use --overwrite" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == written
+    assert main(["ulisse", "embed", str(folder), "-o", str(out), "--overwrite"]) == 0
+    for argv, message in ((["embed", str(folder), "-o", str(tmp_path / "b.npz"), "--batch-size", "-2"], "batch size -2"),
+                          (["search", str(out), "--prototype", sample["id"][0], "-n", "-3"], "-n -3")):
+        capsys.readouterr()
+        assert main(["ulisse", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "b.npz").exists()
+
+
+def test_labels_without_header_and_duplicate_ids_are_refused(cutout_folder, tmp_path, capsys):
+    folder, labels, sample = cutout_folder
+    out = tmp_path / "features.npz"
+    assert main(["ulisse", "embed", str(folder), "-o", str(out)]) == 0
+    headless = tmp_path / "headless.csv"
+    headless.write_text("".join(labels.read_text().splitlines(keepends=True)[1:]))
+    capsys.readouterr()
+    assert main(["ulisse", "search", str(out), "--prototype", sample["id"][0], "-n", "2", "--labels", str(headless)]) == 2
+    assert "is a data row, not a header" in capsys.readouterr().err
+    twice = tmp_path / "twice.csv"
+    twice.write_text(labels.read_text() + f"{sample['id'][0]},merger\n")
+    assert main(["ulisse", "search", str(out), "--prototype", sample["id"][0], "-n", "2", "--labels", str(twice)]) == 2
+    assert "repeats the id" in capsys.readouterr().err
+    first = list_images(folder)[0]
+    Image.open(first).save(folder / f"{first.stem}.png")  # the same id twice
+    with pytest.raises(ValueError, match="share the id"):
+        list_images(folder)
+    with pytest.raises(ValueError, match="share the id"):
+        FeatureExtractor().extract([first, folder / f"{first.stem}.png"])
+    assert main(["ulisse", "embed", str(folder), "-o", str(tmp_path / "dup.npz")]) == 2
+    assert "share the id" in capsys.readouterr().err
+
+
+def test_features_file_respects_umask(tmp_path):
+    feats = Features(["a", "b"], np.eye(2, dtype=np.float32), {}, "net", "weights")
+    old = os.umask(0o022)
+    try:
+        feats.save(tmp_path / "f.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.npz").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))
