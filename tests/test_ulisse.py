@@ -449,3 +449,92 @@ def test_features_file_respects_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "f.npz").stat().st_mode & 0o777 == 0o644
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_killed_embed_resumes_and_never_reads_half_written_shards(cutout_folder, monkeypatch):
+    folder, _, _ = cutout_folder
+    paths = list_images(folder)
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0", num_workers=0)
+    computed = []
+    original = FeatureExtractor._compute
+
+    def killed_after_one_shard(self, chunk, bar):
+        if computed:
+            raise KeyboardInterrupt  # the run is killed while computing its second shard
+        computed.extend(chunk)
+        return original(self, chunk, bar)
+
+    monkeypatch.setattr(FeatureExtractor, "_compute", killed_after_one_shard)
+    with pytest.raises(KeyboardInterrupt):
+        extractor.extract(paths, shard_size=2)
+    shards = list(extractor.cache_folder().glob("shard-*.npz"))
+    assert len(shards) == 1 and not list(extractor.cache_folder().glob(".*"))
+    # Debris of a writer killed mid-write, and a damaged shard: neither is read back.
+    (extractor.cache_folder() / f".{shards[0].name}.0123.tmp").write_bytes(shards[0].read_bytes()[:100])
+    damaged = extractor.cache_folder() / "shard-damaged.npz"
+    damaged.write_bytes(shards[0].read_bytes()[:-300])
+    monkeypatch.setattr(FeatureExtractor, "_compute", lambda self, chunk, bar: computed.extend(chunk) or original(self, chunk, bar))
+    computed.clear()
+    with pytest.warns(UserWarning, match="removing unreadable feature shard .*shard-damaged.npz"):
+        resumed = extractor.extract(paths, shard_size=2)
+    assert len(computed) == 4 and not damaged.exists()  # the two images of the first shard were not redone
+    reference = FeatureExtractor(backbone="tf_efficientnet_lite0", cache=False).extract(paths)
+    np.testing.assert_allclose(resumed.features, reference.features, rtol=1e-5, atol=1e-6)
+    computed.clear()
+    extractor.extract(paths, shard_size=2)
+    assert computed == []  # each shard is computed once
+
+
+def test_shard_of_another_backbone_is_refused_naming_it(cutout_folder, tmp_path, capsys):
+    folder, _, _ = cutout_folder
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0")
+    extractor.extract(list_images(folder))
+    shard = next(extractor.cache_folder().glob("shard-*.npz"))
+    with np.load(shard) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["meta_backbone"] = np.array("efficientnet_b0")
+    foreign = extractor.cache_folder() / "shard-foreign.npz"
+    np.savez(foreign, **arrays)
+    with pytest.raises(ValueError, match="shard-foreign.npz: a feature shard of another backbone"):
+        extractor.extract(list_images(folder))
+    assert main(["ulisse", "embed", str(folder), "-o", str(tmp_path / "f.npz"), "--backbone", "tf_efficientnet_lite0"]) == 2
+    err = capsys.readouterr().err
+    assert "shard-foreign.npz" in err and "efficientnet_b0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_embed_on_a_dask_scheduler(cutout_folder, tmp_path, capsys):
+    distributed = pytest.importorskip("dask.distributed")
+    folder, _, _ = cutout_folder
+    out = tmp_path / "features.npz"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                  dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        assert main(["ulisse", "embed", str(folder), "-o", str(out), "--backbone", "tf_efficientnet_lite0",
+                     "--shard-size", "4", "--scheduler", cluster.scheduler_address]) == 0
+    feats = Features.load(out)
+    local = FeatureExtractor(backbone="tf_efficientnet_lite0", cache=False).extract(list_images(folder))
+    assert feats.ids == local.ids
+    np.testing.assert_allclose(feats.features, local.features, rtol=1e-5, atol=1e-6)
+    assert len(list(FeatureExtractor(backbone="tf_efficientnet_lite0").fit().cache_folder().glob("shard-*.npz"))) == 2
+
+
+def test_ivf_index_is_chosen_by_size_saved_and_rebuilt_when_stale(tmp_path):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 32)) * 4
+    X = (centres[rng.integers(0, 40, 4000)] + rng.normal(size=(4000, 32))).astype(np.float32)
+    small = SimilaritySearch(n_neighbors=10, index_threshold=5000).fit(X)
+    assert small.method_.startswith("exact") and small.ivf_ is None
+    index_file = tmp_path / "f.index.npz"
+    big = SimilaritySearch(n_neighbors=10, index_threshold=1000).fit(X, index_file=index_file)
+    assert big.method_.startswith("faiss IVF") and index_file.is_file()
+    _, found = big.kneighbors(indices=np.arange(200))
+    _, exact = small.kneighbors(indices=np.arange(200))
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact)]) >= 0.95
+    again = SimilaritySearch(n_neighbors=10, index_threshold=1000).fit(X, index_file=index_file)
+    assert "read from" in again.method_
+    np.testing.assert_array_equal(again.kneighbors(indices=np.arange(200))[1], found)
+    X[0] += 1  # other features: the saved index no longer matches them
+    with pytest.warns(UserWarning, match="built for other features"):
+        rebuilt = SimilaritySearch(n_neighbors=10, index_threshold=1000).fit(X, index_file=index_file)
+    assert "read from" not in rebuilt.method_

@@ -5,6 +5,7 @@ Examples
 .. code-block:: bash
 
     mlsky ulisse embed cutouts/ -o features.npz
+    mlsky ulisse embed survey/ -o features.npz --scheduler tcp://scheduler:8786   # on a Dask cluster
     mlsky ulisse search features.npz --prototype 587722981742084144 -n 20 --labels labels.csv
     mlsky ulisse search features.npz --prototype 587722981742084144 -n 10 --recursive 3
 """
@@ -22,7 +23,11 @@ from mlsky.ulisse.cutouts import list_images
 
 
 def embed(args: argparse.Namespace) -> int:
-    """Features of every image of a folder, written to an ``.npz`` (cached; re-runs are fast)."""
+    """Features of every image of a folder, written to an ``.npz``.
+
+    The features are cached in shards keyed on the images' content: a killed run resumes from
+    its last complete shard, and a re-run reads them back.
+    """
     from mlsky.ulisse.features import FeatureExtractor
 
     if args.output.exists() and not args.overwrite:
@@ -85,7 +90,9 @@ def search(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"-n {args.n}: give a positive number of neighbours.")
     feats = Features.load(args.features)
-    engine = SimilaritySearch(n_neighbors=args.n, metric=args.metric).fit(feats.features, ids=feats.ids)
+    # An index, when one is built, is kept next to the features and reused while they match.
+    engine = SimilaritySearch(n_neighbors=args.n, metric=args.metric, index=args.index).fit(
+        feats.features, ids=feats.ids, index_file=args.features.with_suffix(f".{args.metric}-k{args.n}.index.npz"))
     try:
         row = engine.index_of(args.prototype)
     except KeyError as err:
@@ -101,6 +108,7 @@ def search(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.labels}: none of its {len(labels)} ids is in {args.features}.")
         if unknown:
             print(f"note: {unknown} of {len(labels)} label rows name objects not in {args.features}; ignored.")
+    print(f"search: {engine.method_}")
     print(f"prototype {args.prototype} ({feats.backbone}, {args.metric}); {len(table)} objects:")
     columns = ["id", "distance"] + (["iteration"] if args.recursive else [])
     print("  ".join(columns + (["label"] if labels else [])))
@@ -150,4 +158,6 @@ def register(subparsers) -> None:
     q.add_argument("--recursive", type=int, default=0, metavar="K", help="K rounds of recursive expansion")
     q.add_argument("--labels", type=Path, help="CSV (id, label) to report class fractions")
     q.add_argument("--metric", default="euclidean", choices=("euclidean", "cosine", "standardised"))
+    q.add_argument("--index", default="auto", choices=("auto", "exact", "ivf"),
+                   help="auto: exact below 200,000 objects, a faiss IVF index (saved next to the features) above")
     q.set_defaults(func=search)
