@@ -125,7 +125,7 @@ def query(n_vectors: int, n_queries: int, k: int) -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n_vectors, 1280)).astype(np.float32)
     Q = rng.normal(size=(n_queries, 1280)).astype(np.float32)
-    search = SimilaritySearch(n_neighbors=k).fit(X)
+    search = SimilaritySearch(n_neighbors=k, index="exact").fit(X)
     t0 = time.perf_counter()
     _, ours = search.kneighbors(Q)
     t_ours = time.perf_counter() - t0

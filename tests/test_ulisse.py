@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from astropy.table import Table
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
@@ -16,7 +17,8 @@ from mlsky.cli import main
 from mlsky.ulisse import backbone as bb
 from mlsky.ulisse.cutouts import ImageReadError, cutout, list_images, measure_object, read_image
 from mlsky.ulisse.data import EVAL_CLASS, load_folder, load_galaxyzoo1
-from mlsky.ulisse.evaluate import colour_histogram, mean_lift, raw_pixels, retrieval_table
+from mlsky.ulisse.evaluate import (colour_histogram, lift_table, mean_lift, raw_pixels, recursive_by_class,
+                                   retrieval_table)
 from mlsky.ulisse.features import FeatureExtractor, Features, dihedral
 from mlsky.ulisse.search import SimilaritySearch
 
@@ -136,6 +138,18 @@ def test_retrieval_table_lift():
     np.testing.assert_allclose(table["lift"], [1 / 0.75, 4.0])
     assert mean_lift(table, by="class") == pytest.approx((1 / 0.75 + 4) / 2)
     assert mean_lift(table) == pytest.approx((30 / 0.75 + 10 * 4) / 40)
+    other = retrieval_table(X[::-1].copy(), labels, n_neighbors=5)
+    summary = lift_table({("a", "euclidean"): table, ("b", "cosine"): other}, names=("layer", "distance"),
+                         columns={"seconds": [1.0, 2.0]})
+    assert summary.colnames == ["layer", "distance", "seconds", "lift per prototype", "lift per class", "e", "m"]
+    assert summary["lift per class"][0] == pytest.approx(mean_lift(table, by="class"))
+    assert summary["m"][0] == pytest.approx(4.0) and summary["lift per prototype"].format == ".2f"
+    with pytest.raises(ValueError, match="classes"):
+        lift_table({"x": table, "y": retrieval_table(X, ["e"] * 40, n_neighbors=5)})
+    rec = Table({"label": ["e", "e", "m"], "found": [4, 6, 5], "precision_recursive": [1.0, 0.5, 0.2],
+                 "precision_single": [1.0, 1.0, 0.4]})
+    by_class = recursive_by_class(rec, ["e", "m"])
+    assert list(by_class["prototypes"]) == [2, 1] and by_class["precision recursive"][0] == pytest.approx(0.75)
     assert raw_pixels(np.zeros((64, 64, 3))).shape == (32 * 32 * 3,)
     assert colour_histogram(np.random.default_rng(0).random((8, 8, 3))).sum() == pytest.approx(1)
 
