@@ -219,6 +219,7 @@ class _Stamps(torch.utils.data.Dataset):
 
 
 def _as_list(batch: list) -> list:
+    """Keep a batch as its list of ``(key, stamp, error)``: unreadable files have no stamp to stack."""
     return batch
 
 
