@@ -6,7 +6,8 @@ same forward pass, the pooled maps of the last three stages, to compare layers),
 averaged over the 8 rotations and flips of the stamp.
 
 Speed: the network runs in ``channels_last`` layout and, where the processor computes in
-bfloat16 natively (AVX-512 BF16, AMX, or a recent GPU), under bf16 autocast; decoding and
+bfloat16 natively (AVX-512 BF16, AMX, or a recent GPU), under bf16 autocast from its third
+stage on (the features are too sensitive to rounding in the first stages); decoding and
 resizing run in :class:`torch.utils.data.DataLoader` workers, overlapped with inference.
 ``compile=True`` adds ``torch.compile`` (about 1.4x faster on a CPU once compiled, after
 half a minute of compiling: worth it for tens of thousands of images).
@@ -529,7 +530,7 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
             Images per cache shard (the unit of resuming and of work on a cluster).
         all_layers
             Return every pooled layer in :attr:`Features.layers` (False: only ``layer``,
-            a quarter less memory at large N).
+            a third less memory at large N for the head).
 
         Raises
         ------

@@ -139,7 +139,7 @@ class SimilaritySearch(BaseEstimator):
         self.device_ = get_device()
         self.X_ = torch.from_numpy(prepared).to(self.device_)
         self.sq_norms_ = (self.X_ * self.X_).sum(dim=1)
-        self.ivf_ = None
+        self.ivf_ = self.index_ = None
         if self._wants_ivf(len(X)):
             self._fit_ivf(prepared, index_file)
         else:
@@ -222,7 +222,7 @@ class SimilaritySearch(BaseEstimator):
 
     def _exact(self, Q: np.ndarray, k_all: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest of prepared queries (distances in the metric), closest first."""
-        if self.backend == "faiss" and getattr(self, "index_", None) is not None:
+        if self.index_ is not None:
             dist, idx = self.index_.search(Q, k_all)
             return (1 - dist if self.metric == "cosine" else np.sqrt(np.maximum(dist, 0))), idx
         dists, idxs = [], []
