@@ -256,6 +256,7 @@ def test_cli_embed_and_search(cutout_folder, tmp_path, capsys):
     assert main(["ulisse", "search", str(out), "--prototype", proto, "-n", "3", "--labels", str(labels)]) == 0
     text = capsys.readouterr().out
     assert "class fractions among the 3 found" in text and "base rate" in text
+    assert "search: exact (torch) over 6 vectors" in text
     assert main(["ulisse", "search", str(out), "--prototype", proto, "-n", "2", "--recursive", "2"]) == 0
     assert "iteration" in capsys.readouterr().out
     assert main(["ulisse", "search", str(out), "--prototype", "nope", "-n", "2"]) == 2
