@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from astropy.table import Table
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
@@ -15,7 +17,8 @@ from mlsky.cli import main
 from mlsky.ulisse import backbone as bb
 from mlsky.ulisse.cutouts import ImageReadError, cutout, list_images, measure_object, read_image
 from mlsky.ulisse.data import EVAL_CLASS, load_folder, load_galaxyzoo1
-from mlsky.ulisse.evaluate import colour_histogram, mean_lift, raw_pixels, retrieval_table
+from mlsky.ulisse.evaluate import (colour_histogram, lift_table, mean_lift, raw_pixels, recursive_by_class,
+                                   retrieval_table)
 from mlsky.ulisse.features import FeatureExtractor, Features, dihedral
 from mlsky.ulisse.search import SimilaritySearch
 
@@ -135,6 +138,18 @@ def test_retrieval_table_lift():
     np.testing.assert_allclose(table["lift"], [1 / 0.75, 4.0])
     assert mean_lift(table, by="class") == pytest.approx((1 / 0.75 + 4) / 2)
     assert mean_lift(table) == pytest.approx((30 / 0.75 + 10 * 4) / 40)
+    other = retrieval_table(X[::-1].copy(), labels, n_neighbors=5)
+    summary = lift_table({("a", "euclidean"): table, ("b", "cosine"): other}, names=("layer", "distance"),
+                         columns={"seconds": [1.0, 2.0]})
+    assert summary.colnames == ["layer", "distance", "seconds", "lift per prototype", "lift per class", "e", "m"]
+    assert summary["lift per class"][0] == pytest.approx(mean_lift(table, by="class"))
+    assert summary["m"][0] == pytest.approx(4.0) and summary["lift per prototype"].format == ".2f"
+    with pytest.raises(ValueError, match="classes"):
+        lift_table({"x": table, "y": retrieval_table(X, ["e"] * 40, n_neighbors=5)})
+    rec = Table({"label": ["e", "e", "m"], "found": [4, 6, 5], "precision_recursive": [1.0, 0.5, 0.2],
+                 "precision_single": [1.0, 1.0, 0.4]})
+    by_class = recursive_by_class(rec, ["e", "m"])
+    assert list(by_class["prototypes"]) == [2, 1] and by_class["precision recursive"][0] == pytest.approx(0.75)
     assert raw_pixels(np.zeros((64, 64, 3))).shape == (32 * 32 * 3,)
     assert colour_histogram(np.random.default_rng(0).random((8, 8, 3))).sum() == pytest.approx(1)
 
@@ -170,8 +185,8 @@ def test_extractor_on_real_cutouts_caches_and_resumes(cutout_folder, monkeypatch
     assert first.features.shape == (6, 1280) and first.backbone == "tf_efficientnet_lite0"
     assert first.layers["blocks.6"].shape == (6, 320)
     assert np.isfinite(first.features).all() and first.features.std() > 0
-    cache = extractor.cache_path(paths)
-    assert cache.is_file() and "tf_efficientnet_lite0" in str(cache)
+    cache = extractor.cache_folder()
+    assert len(list(cache.glob("shard-*.npz"))) == 1 and "tf_efficientnet_lite0" in str(cache)
     # A second run reads the cache: the network is not called again.
     monkeypatch.setattr(FeatureExtractor, "_forward", lambda *a, **k: pytest.fail("recomputed"))
     again = FeatureExtractor(backbone="tf_efficientnet_lite0").extract(paths)
@@ -241,6 +256,7 @@ def test_cli_embed_and_search(cutout_folder, tmp_path, capsys):
     assert main(["ulisse", "search", str(out), "--prototype", proto, "-n", "3", "--labels", str(labels)]) == 0
     text = capsys.readouterr().out
     assert "class fractions among the 3 found" in text and "base rate" in text
+    assert "search: exact (torch) over 6 vectors" in text
     assert main(["ulisse", "search", str(out), "--prototype", proto, "-n", "2", "--recursive", "2"]) == 0
     assert "iteration" in capsys.readouterr().out
     assert main(["ulisse", "search", str(out), "--prototype", "nope", "-n", "2"]) == 2
@@ -257,3 +273,259 @@ def test_network_probe_is_quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert isinstance(ud.network_available(timeout=0.5), bool)
+
+
+def test_fast_cutout_is_the_plain_resampling(data_dir):
+    """The windowed, separable resampling gives the numbers of map_coordinates on the whole image."""
+    from scipy import ndimage
+
+    from mlsky.ulisse import cutouts
+
+    def plain(image, crop, align, size):
+        h, w = image.shape[:2]
+        if crop == "centre":
+            half, x0, y0, angle, fx, fy = min(h, w) / 4, (w - 1) / 2, (h - 1) / 2, 0.0, False, False
+        else:
+            s = measure_object(image)
+            half, x0, y0 = float(np.clip(3 * s.radius, 16.0, min(h, w) / 2)), s.x, s.y
+            angle, fx, fy = (s.angle, s.flip_x, s.flip_y) if align else (0.0, False, False)
+        scale = 2 * half / size
+        data = image.astype(np.float32) / 255
+        if scale > 1:
+            data = ndimage.gaussian_filter(data, sigma=(0.5 * (scale - 1), 0.5 * (scale - 1), 0))
+        grid = (np.arange(size) - (size - 1) / 2) * scale
+        u, v = grid[None, :] * (-1 if fx else 1), grid[:, None] * (-1 if fy else 1)
+        coords = np.stack(np.broadcast_arrays(y0 + u * np.sin(angle) + v * np.cos(angle),
+                                              x0 + u * np.cos(angle) - v * np.sin(angle)))
+        return np.stack([ndimage.map_coordinates(data[..., c], coords, order=1, mode="nearest") for c in range(3)], -1)
+
+    for path in load_galaxyzoo1(n=40, seed=5)["path"][:4]:
+        image = read_image(path)
+        for crop, align, size in (("centre", False, 224), ("centre", False, 64), ("measured", False, 224),
+                                  ("measured", True, 64)):
+            np.testing.assert_allclose(cutouts.cutout(image, crop=crop, align=align, size=size),
+                                       np.clip(plain(image, crop, align, size), 0, 1), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bf16_features_keep_fp32_neighbours(data_dir):
+    """bf16 autocast + channels_last against plain fp32 on 200 real cutouts (the issue's tolerances)."""
+    paths = list(load_galaxyzoo1(n=200, seed=7)["path"])
+    fp32 = FeatureExtractor(backbone="tf_efficientnet_lite0", precision="fp32", channels_last=False,
+                            cache=False).extract(paths).features
+    bf16 = FeatureExtractor(backbone="tf_efficientnet_lite0", precision="bf16", cache=False).extract(paths).features
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() >= 0.999, cosine.min()
+    k = 50
+    ref = SimilaritySearch(n_neighbors=k).fit(fp32).kneighbors(indices=np.arange(len(paths)))[1]
+    fast = SimilaritySearch(n_neighbors=k).fit(bf16).kneighbors(indices=np.arange(len(paths)))[1]
+    agreement = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref, fast)])
+    assert agreement >= 0.95, agreement
+
+
+def test_backbone_fallback_reason_is_printed_and_saved(cutout_folder, tmp_path, monkeypatch, capsys):
+    folder, _, _ = cutout_folder
+
+    def no_b0():
+        raise bb.BackboneUnavailableError("the hub said 503")
+
+    monkeypatch.setattr(bb, "b0_cached", lambda: True)
+    monkeypatch.setattr(bb, "load_b0", no_b0)
+    with pytest.warns(UserWarning, match="the hub said 503"):
+        backbone = bb.load_backbone("auto")
+    assert backbone.name == "tf_efficientnet_lite0" and "the hub said 503" in backbone.fallback
+    out = tmp_path / "f.npz"
+    with pytest.warns(UserWarning, match="the hub said 503"):
+        assert main(["ulisse", "embed", str(folder), "-o", str(out)]) == 0
+    assert "the hub said 503" in capsys.readouterr().out
+    assert "the hub said 503" in Features.load(out).fallback
+
+
+def test_cache_is_keyed_on_content_not_name_or_size(cutout_folder, tmp_path):
+    folder, _, _ = cutout_folder
+    first, second = (read_image(p) for p in list_images(folder)[:2])
+    work = tmp_path / "same"
+    work.mkdir()
+    image = work / "galaxy.bmp"  # uncompressed: two images of one shape have one size
+    Image.fromarray(first).save(image)
+    stat = image.stat()
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0")
+    before = extractor.extract([image]).features
+    Image.fromarray(second).save(image)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even the time stamp is the old one
+    assert image.stat().st_size == stat.st_size
+    after = extractor.extract([image]).features
+    fresh = FeatureExtractor(backbone="tf_efficientnet_lite0", cache=False).extract([image]).features
+    np.testing.assert_allclose(after, fresh, rtol=1e-5, atol=1e-6)
+    assert np.abs(after - before).max() > 0.01
+
+
+def test_16bit_images_are_scaled_and_float_images_refused(cutout_folder, tmp_path):
+    folder, _, _ = cutout_folder
+    grey8 = read_image(list_images(folder)[0])[..., 1]
+    Image.fromarray(grey8).save(tmp_path / "grey8.png")
+    Image.fromarray(grey8.astype(np.uint16) * 257).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I;16")
+    np.testing.assert_array_equal(read_image(tmp_path / "grey16.png"), read_image(tmp_path / "grey8.png"))
+    Image.fromarray(grey8.astype(np.float32) / 255).save(tmp_path / "flux.tif")
+    with pytest.raises(ImageReadError, match=r"flux.tif: floating-point image \(mode F\)"):
+        read_image(tmp_path / "flux.tif")
+
+
+def test_image_over_pillow_limit_is_skipped_and_counted(cutout_folder, tmp_path, monkeypatch):
+    folder, _, _ = cutout_folder
+    work = tmp_path / "bombs"
+    work.mkdir()
+    for path in list_images(folder)[:2]:  # 423 x 423 = 178,929 pixels each
+        shutil.copy(path, work)
+    Image.fromarray(read_image(list_images(folder)[2])[:120, :120]).save(work / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # over twice the limit: Pillow raises
+    with pytest.warns(UserWarning, match="skipped 2 of 3"):
+        result = FeatureExtractor(backbone="tf_efficientnet_lite0").extract(list_images(work))
+    assert result.ids == ["small"] and all("DecompressionBomb" in reason for _, reason in result.skipped)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # between 1x and 2x: Pillow only warns
+    with pytest.raises(ImageReadError, match="DecompressionBomb"):
+        read_image(list_images(folder)[0])
+
+
+def test_cli_embed_refuses_to_overwrite_and_bad_numbers(cutout_folder, tmp_path, capsys):
+    folder, labels, sample = cutout_folder
+    out = tmp_path / "features.npz"
+    assert main(["ulisse", "embed", str(folder), "-o", str(out)]) == 0
+    written = out.read_bytes()
+    capsys.readouterr()
+    assert main(["ulisse", "embed", str(folder), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists; use --overwrite" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == written
+    assert main(["ulisse", "embed", str(folder), "-o", str(out), "--overwrite"]) == 0
+    for argv, message in ((["embed", str(folder), "-o", str(tmp_path / "b.npz"), "--batch-size", "-2"], "batch size -2"),
+                          (["search", str(out), "--prototype", sample["id"][0], "-n", "-3"], "-n -3")):
+        capsys.readouterr()
+        assert main(["ulisse", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "b.npz").exists()
+
+
+def test_labels_without_header_and_duplicate_ids_are_refused(cutout_folder, tmp_path, capsys):
+    folder, labels, sample = cutout_folder
+    out = tmp_path / "features.npz"
+    assert main(["ulisse", "embed", str(folder), "-o", str(out)]) == 0
+    headless = tmp_path / "headless.csv"
+    headless.write_text("".join(labels.read_text().splitlines(keepends=True)[1:]))
+    capsys.readouterr()
+    assert main(["ulisse", "search", str(out), "--prototype", sample["id"][0], "-n", "2", "--labels", str(headless)]) == 2
+    assert "is a data row, not a header" in capsys.readouterr().err
+    twice = tmp_path / "twice.csv"
+    twice.write_text(labels.read_text() + f"{sample['id'][0]},merger\n")
+    assert main(["ulisse", "search", str(out), "--prototype", sample["id"][0], "-n", "2", "--labels", str(twice)]) == 2
+    assert "repeats the id" in capsys.readouterr().err
+    first = list_images(folder)[0]
+    Image.open(first).save(folder / f"{first.stem}.png")  # the same id twice
+    with pytest.raises(ValueError, match="share the id"):
+        list_images(folder)
+    with pytest.raises(ValueError, match="share the id"):
+        FeatureExtractor().extract([first, folder / f"{first.stem}.png"])
+    assert main(["ulisse", "embed", str(folder), "-o", str(tmp_path / "dup.npz")]) == 2
+    assert "share the id" in capsys.readouterr().err
+
+
+def test_features_file_respects_umask(tmp_path):
+    feats = Features(["a", "b"], np.eye(2, dtype=np.float32), {}, "net", "weights")
+    old = os.umask(0o022)
+    try:
+        feats.save(tmp_path / "f.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.npz").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_killed_embed_resumes_and_never_reads_half_written_shards(cutout_folder, monkeypatch):
+    folder, _, _ = cutout_folder
+    paths = list_images(folder)
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0", num_workers=0)
+    computed = []
+    original = FeatureExtractor._compute
+
+    def killed_after_one_shard(self, chunk, bar):
+        if computed:
+            raise KeyboardInterrupt  # the run is killed while computing its second shard
+        computed.extend(chunk)
+        return original(self, chunk, bar)
+
+    monkeypatch.setattr(FeatureExtractor, "_compute", killed_after_one_shard)
+    with pytest.raises(KeyboardInterrupt):
+        extractor.extract(paths, shard_size=2)
+    shards = list(extractor.cache_folder().glob("shard-*.npz"))
+    assert len(shards) == 1 and not list(extractor.cache_folder().glob(".*"))
+    # Debris of a writer killed mid-write, and a damaged shard: neither is read back.
+    (extractor.cache_folder() / f".{shards[0].name}.0123.tmp").write_bytes(shards[0].read_bytes()[:100])
+    damaged = extractor.cache_folder() / "shard-damaged.npz"
+    damaged.write_bytes(shards[0].read_bytes()[:-300])
+    monkeypatch.setattr(FeatureExtractor, "_compute", lambda self, chunk, bar: computed.extend(chunk) or original(self, chunk, bar))
+    computed.clear()
+    with pytest.warns(UserWarning, match="removing unreadable feature shard .*shard-damaged.npz"):
+        resumed = extractor.extract(paths, shard_size=2)
+    assert len(computed) == 4 and not damaged.exists()  # the two images of the first shard were not redone
+    reference = FeatureExtractor(backbone="tf_efficientnet_lite0", cache=False).extract(paths)
+    np.testing.assert_allclose(resumed.features, reference.features, rtol=1e-5, atol=1e-6)
+    computed.clear()
+    extractor.extract(paths, shard_size=2)
+    assert computed == []  # each shard is computed once
+
+
+def test_shard_of_another_backbone_is_refused_naming_it(cutout_folder, tmp_path, capsys):
+    folder, _, _ = cutout_folder
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0")
+    extractor.extract(list_images(folder))
+    shard = next(extractor.cache_folder().glob("shard-*.npz"))
+    with np.load(shard) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["meta_backbone"] = np.array("efficientnet_b0")
+    foreign = extractor.cache_folder() / "shard-foreign.npz"
+    np.savez(foreign, **arrays)
+    with pytest.raises(ValueError, match="shard-foreign.npz: a feature shard of another backbone"):
+        extractor.extract(list_images(folder))
+    assert main(["ulisse", "embed", str(folder), "-o", str(tmp_path / "f.npz"), "--backbone", "tf_efficientnet_lite0"]) == 2
+    err = capsys.readouterr().err
+    assert "shard-foreign.npz" in err and "efficientnet_b0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_embed_on_a_dask_scheduler(cutout_folder, tmp_path, capsys):
+    distributed = pytest.importorskip("dask.distributed")
+    folder, _, _ = cutout_folder
+    out = tmp_path / "features.npz"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                  dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        assert main(["ulisse", "embed", str(folder), "-o", str(out), "--backbone", "tf_efficientnet_lite0",
+                     "--shard-size", "4", "--scheduler", cluster.scheduler_address]) == 0
+    feats = Features.load(out)
+    local = FeatureExtractor(backbone="tf_efficientnet_lite0", cache=False).extract(list_images(folder))
+    assert feats.ids == local.ids
+    np.testing.assert_allclose(feats.features, local.features, rtol=1e-5, atol=1e-6)
+    assert len(list(FeatureExtractor(backbone="tf_efficientnet_lite0").fit().cache_folder().glob("shard-*.npz"))) == 2
+
+
+def test_ivf_index_is_chosen_by_size_saved_and_rebuilt_when_stale(tmp_path):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 32)) * 4
+    X = (centres[rng.integers(0, 40, 4000)] + rng.normal(size=(4000, 32))).astype(np.float32)
+    small = SimilaritySearch(n_neighbors=10, index_threshold=5000).fit(X)
+    assert small.method_.startswith("exact") and small.ivf_ is None
+    index_file = tmp_path / "f.index.npz"
+    big = SimilaritySearch(n_neighbors=10, index_threshold=1000).fit(X, index_file=index_file)
+    assert big.method_.startswith("faiss IVF") and index_file.is_file()
+    _, found = big.kneighbors(indices=np.arange(200))
+    _, exact = small.kneighbors(indices=np.arange(200))
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact)]) >= 0.95
+    again = SimilaritySearch(n_neighbors=10, index_threshold=1000).fit(X, index_file=index_file)
+    assert "read from" in again.method_
+    np.testing.assert_array_equal(again.kneighbors(indices=np.arange(200))[1], found)
+    X[0] += 1  # other features: the saved index no longer matches them
+    with pytest.warns(UserWarning, match="built for other features"):
+        rebuilt = SimilaritySearch(n_neighbors=10, index_threshold=1000).fit(X, index_file=index_file)
+    assert "read from" not in rebuilt.method_

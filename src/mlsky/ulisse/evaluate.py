@@ -21,7 +21,7 @@ Examples
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -73,7 +73,60 @@ def retrieval_table(features: np.ndarray, labels: Sequence[str], *, n_neighbors:
         base = float(np.mean(labels == name))
         sem = float(p.std(ddof=1) / np.sqrt(len(p))) if len(p) > 1 else float("nan")
         rows.append((name, int(mine.sum()), base, float(p.mean()), sem, float(p.mean()) / base))
-    return Table(rows=rows, names=("class", "prototypes", "base_rate", "precision", "precision_sem", "lift"))
+    table = Table(rows=rows, names=("class", "prototypes", "base_rate", "precision", "precision_sem", "lift"))
+    for col in ("base_rate", "precision", "precision_sem", "lift"):
+        table[col].format = ".3f"
+    return table
+
+
+def lift_table(tables: Mapping[str | tuple, Table], *, names: Sequence[str] = ("representation",),
+               columns: Mapping[str, Sequence] | None = None) -> Table:
+    """One row per compared setting: its lift per prototype, per class, and each class's lift.
+
+    Parameters
+    ----------
+    tables
+        :func:`retrieval_table` results by setting; a key is a name, or a tuple of names (one
+        per entry of ``names``, e.g. ``("blocks.5", "cosine")``). All must have the same classes.
+    names
+        Column names of the keys.
+    columns
+        Further columns (e.g. ``{"seconds": [...]}``), one value per table, placed after the keys.
+
+    Returns
+    -------
+    astropy.table.Table
+        The key columns, ``columns``, ``lift per prototype``, ``lift per class``, then one
+        column per class; numbers shown with two decimals.
+
+    Raises
+    ------
+    ValueError
+        If the tables' classes differ, or a key or a column has the wrong length.
+    """
+    if not tables:
+        raise ValueError("no retrieval tables to compare.")
+    first = next(iter(tables.values()))
+    classes = list(first["class"])
+    keys = [key if isinstance(key, tuple) else (key,) for key in tables]
+    if any(len(key) != len(names) for key in keys):
+        raise ValueError(f"every key needs {len(names)} parts ({', '.join(names)}).")
+    for key, table in zip(keys, tables.values()):
+        if list(table["class"]) != classes:
+            raise ValueError(f"{key}: classes {list(table['class'])} differ from {classes}.")
+    out = Table([[key[i] for key in keys] for i in range(len(names))], names=list(names))
+    for name, values in (columns or {}).items():
+        if len(values) != len(tables):
+            raise ValueError(f"column {name!r} has {len(values)} values for {len(tables)} tables.")
+        out[name] = values
+    out["lift per prototype"] = [mean_lift(t) for t in tables.values()]
+    out["lift per class"] = [mean_lift(t, by="class") for t in tables.values()]
+    for i, name in enumerate(classes):
+        out[name] = [float(t["lift"][i]) for t in tables.values()]
+    for col in out.colnames[len(names):]:
+        if out[col].dtype.kind == "f":
+            out[col].format = ".2f"
+    return out
 
 
 def mean_lift(table: Table, *, by: str = "prototype") -> float:
@@ -142,3 +195,22 @@ def recursive_vs_single(search: SimilaritySearch, labels: Sequence[str], prototy
         rows.append((int(p), labels[p], len(expanded), float(np.mean(labels[expanded["index"]] == labels[p])),
                      float(np.mean(labels[single["index"]] == labels[p]))))
     return Table(rows=rows, names=("index", "label", "found", "precision_recursive", "precision_single"))
+
+
+def recursive_by_class(table: Table, classes: Sequence[str]) -> Table:
+    """A :func:`recursive_vs_single` table summarised per class (means over its prototypes).
+
+    Returns
+    -------
+    astropy.table.Table
+        ``class``, ``prototypes``, ``found``, ``precision recursive``, ``precision single query``.
+    """
+    rows = []
+    for name in classes:
+        mine = table["label"] == name
+        rows.append((name, int(mine.sum()), float(np.mean(table["found"][mine])),
+                     float(np.mean(table["precision_recursive"][mine])), float(np.mean(table["precision_single"][mine]))))
+    out = Table(rows=rows, names=("class", "prototypes", "found", "precision recursive", "precision single query"))
+    for col in out.colnames[2:]:
+        out[col].format = ".3f"
+    return out
