@@ -244,6 +244,11 @@ def test_folder_loader_reports_missing_labels(cutout_folder, tmp_path):
         load_folder(folder, wrong)
     with pytest.raises(ValueError, match="no column 'OBJ'"):
         load_folder(folder, labels, id_column="OBJ")
+    # without a header line its first row would be taken for column names and lost
+    headerless = tmp_path / "headerless.csv"
+    headerless.write_text("".join(labels.read_text().splitlines(keepends=True)[1:]))
+    with pytest.raises(ValueError, match="headerless.csv: the first line .* is a data row"):
+        load_folder(folder, headerless)
 
 
 def test_cli_embed_and_search(cutout_folder, tmp_path, capsys):
