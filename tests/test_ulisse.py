@@ -534,3 +534,23 @@ def test_ivf_index_is_chosen_by_size_saved_and_rebuilt_when_stale(tmp_path):
     with pytest.warns(UserWarning, match="built for other features"):
         rebuilt = SimilaritySearch(n_neighbors=10, index_threshold=1000).fit(X, index_file=index_file)
     assert "read from" not in rebuilt.method_
+
+
+def test_figures_fit_the_book_page():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlsky.book import check_figure, use_style
+    from mlsky.ulisse.plots import image_grid, plot_lifts
+
+    use_style()
+    stamps = [np.zeros((16, 16, 3))] * 16
+    fig = image_grid(stamps, ["elliptical"] * 16, ncols=8, overlays=[np.ones((4, 4))] * 8 + [None] * 8)
+    check_figure(fig)
+    table = Table({"class": ["spiral", "merger"], "precision_sem": [0.01, 0.02], "base_rate": [0.3, 0.02],
+                   "lift": [1.5, 8.0]})
+    ax = plot_lifts({"CNN": table, "raw pixels": table})
+    check_figure(ax.figure)
+    plt.close("all")
