@@ -17,7 +17,7 @@ from mlsky.cli import main
 from mlsky.ulisse import backbone as bb
 from mlsky.ulisse.cutouts import ImageReadError, cutout, list_images, measure_object, read_image
 from mlsky.ulisse.data import EVAL_CLASS, load_folder, load_galaxyzoo1
-from mlsky.ulisse.evaluate import (colour_histogram, lift_table, mean_lift, raw_pixels, recursive_by_class,
+from mlsky.ulisse.evaluate import (colour_histogram, lift_table, mean_lift, mean_lift_sem, raw_pixels, recursive_by_class,
                                    retrieval_table)
 from mlsky.ulisse.features import FeatureExtractor, Features, dihedral
 from mlsky.ulisse.search import SimilaritySearch
@@ -138,6 +138,8 @@ def test_retrieval_table_lift():
     np.testing.assert_allclose(table["lift"], [1 / 0.75, 4.0])
     assert mean_lift(table, by="class") == pytest.approx((1 / 0.75 + 4) / 2)
     assert mean_lift(table) == pytest.approx((30 / 0.75 + 10 * 4) / 40)
+    noisy = Table({"prototypes": [30, 10, 1], "base_rate": [0.75, 0.25, 0.01], "precision_sem": [0.03, 0.1, np.nan]})
+    assert mean_lift_sem(noisy) == pytest.approx(np.hypot(30 / 41 * 0.04, 10 / 41 * 0.4))
     other = retrieval_table(X[::-1].copy(), labels, n_neighbors=5)
     summary = lift_table({("a", "euclidean"): table, ("b", "cosine"): other}, names=("layer", "distance"),
                          columns={"seconds": [1.0, 2.0]})
