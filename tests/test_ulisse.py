@@ -17,7 +17,7 @@ from mlsky.cli import main
 from mlsky.ulisse import backbone as bb
 from mlsky.ulisse.cutouts import ImageReadError, cutout, list_images, measure_object, read_image
 from mlsky.ulisse.data import EVAL_CLASS, load_folder, load_galaxyzoo1
-from mlsky.ulisse.evaluate import (colour_histogram, lift_table, mean_lift, raw_pixels, recursive_by_class,
+from mlsky.ulisse.evaluate import (colour_histogram, lift_table, mean_lift, mean_lift_sem, raw_pixels, recursive_by_class,
                                    retrieval_table)
 from mlsky.ulisse.features import FeatureExtractor, Features, dihedral
 from mlsky.ulisse.search import SimilaritySearch
@@ -138,6 +138,8 @@ def test_retrieval_table_lift():
     np.testing.assert_allclose(table["lift"], [1 / 0.75, 4.0])
     assert mean_lift(table, by="class") == pytest.approx((1 / 0.75 + 4) / 2)
     assert mean_lift(table) == pytest.approx((30 / 0.75 + 10 * 4) / 40)
+    noisy = Table({"prototypes": [30, 10, 1], "base_rate": [0.75, 0.25, 0.01], "precision_sem": [0.03, 0.1, np.nan]})
+    assert mean_lift_sem(noisy) == pytest.approx(np.hypot(30 / 41 * 0.04, 10 / 41 * 0.4))
     other = retrieval_table(X[::-1].copy(), labels, n_neighbors=5)
     summary = lift_table({("a", "euclidean"): table, ("b", "cosine"): other}, names=("layer", "distance"),
                          columns={"seconds": [1.0, 2.0]})
@@ -244,6 +246,11 @@ def test_folder_loader_reports_missing_labels(cutout_folder, tmp_path):
         load_folder(folder, wrong)
     with pytest.raises(ValueError, match="no column 'OBJ'"):
         load_folder(folder, labels, id_column="OBJ")
+    # without a header line its first row would be taken for column names and lost
+    headerless = tmp_path / "headerless.csv"
+    headerless.write_text("".join(labels.read_text().splitlines(keepends=True)[1:]))
+    with pytest.raises(ValueError, match="headerless.csv: the first line .* is a data row"):
+        load_folder(folder, headerless)
 
 
 def test_cli_embed_and_search(cutout_folder, tmp_path, capsys):
@@ -529,3 +536,23 @@ def test_ivf_index_is_chosen_by_size_saved_and_rebuilt_when_stale(tmp_path):
     with pytest.warns(UserWarning, match="built for other features"):
         rebuilt = SimilaritySearch(n_neighbors=10, index_threshold=1000).fit(X, index_file=index_file)
     assert "read from" not in rebuilt.method_
+
+
+def test_figures_fit_the_book_page():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlsky.book import check_figure, use_style
+    from mlsky.ulisse.plots import image_grid, plot_lifts
+
+    use_style()
+    stamps = [np.zeros((16, 16, 3))] * 16
+    fig = image_grid(stamps, ["elliptical"] * 16, ncols=8, overlays=[np.ones((4, 4))] * 8 + [None] * 8)
+    check_figure(fig)
+    table = Table({"class": ["spiral", "merger"], "precision_sem": [0.01, 0.02], "base_rate": [0.3, 0.02],
+                   "lift": [1.5, 8.0]})
+    ax = plot_lifts({"CNN": table, "raw pixels": table})
+    check_figure(ax.figure)
+    plt.close("all")

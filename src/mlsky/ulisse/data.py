@@ -107,7 +107,9 @@ def load_folder(folder: str | Path, labels: str | Path | None = None, *, id_colu
     FileNotFoundError
         If the folder or the label file does not exist.
     ValueError
-        If the folder holds no image, the CSV lacks a column, or no labelled image is found.
+        If the folder holds no image, the CSV lacks a column, its first line is a data row (its
+        first cell names an image: without a header that row would be lost), or no labelled
+        image is found.
     """
     paths = list_images(folder)
     table = Table({"id": [p.stem for p in paths], "path": [str(p) for p in paths]})
@@ -121,6 +123,9 @@ def load_folder(folder: str | Path, labels: str | Path | None = None, *, id_colu
         columns = reader.fieldnames or []
         if len(columns) < 2:
             raise ValueError(f"{labels}: needs an id column and a label column; found {columns}.")
+        if columns[0].strip() in set(table["id"]):
+            raise ValueError(f"{labels}: the first line ({','.join(columns)}) is a data row, not a header; "
+                             "add a header line such as 'id,label'.")
         id_column = id_column or columns[0]
         label_column = label_column or columns[1]
         for name in (id_column, label_column):

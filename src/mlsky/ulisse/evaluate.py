@@ -142,6 +142,25 @@ def mean_lift(table: Table, *, by: str = "prototype") -> float:
     raise ValueError(f"by={by!r}; use 'prototype' or 'class'.")
 
 
+def mean_lift_sem(table: Table) -> float:
+    """Standard error of :func:`mean_lift` per prototype: how far a difference of two lifts is noise.
+
+    The mean is a weighted sum of the classes' lifts (weights: their shares of the prototypes),
+    so its error adds each class's error of the lift, ``precision_sem / base_rate``, in
+    quadrature with the same weights. A class with a single prototype has no error estimate and
+    adds none.
+
+    Examples
+    --------
+    >>> t = Table({"prototypes": [30, 10], "base_rate": [0.75, 0.25], "precision_sem": [0.03, 0.1]})
+    >>> round(mean_lift_sem(t), 3)
+    0.104
+    """
+    weights = np.asarray(table["prototypes"], dtype=float) / np.sum(table["prototypes"])
+    lift_sem = np.asarray(table["precision_sem"], dtype=float) / np.asarray(table["base_rate"], dtype=float)
+    return float(np.sqrt(np.nansum((weights * lift_sem) ** 2)))
+
+
 def raw_pixels(stamp: np.ndarray, size: int = 32) -> np.ndarray:
     """The stamp block-averaged to ``size`` x ``size`` pixels, flattened (naive baseline 1)."""
     h = stamp.shape[0] // size * size

@@ -15,32 +15,48 @@ import matplotlib.pyplot as plt
 import numpy as np
 from astropy.table import Table
 
+from mlsky.book import MIN_FONT_SIZE
+
 
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, *, ncols: int = 8,
-               size: float = 1.5, overlays: Sequence[np.ndarray] | None = None) -> plt.Figure:
-    """Images in a grid, with optional titles and (semi-transparent) overlay maps."""
+               width: float = 6.8, overlays: Sequence[np.ndarray | None] | None = None) -> plt.Figure:
+    """Images in a grid, with optional titles and (semi-transparent) overlay maps.
+
+    Parameters
+    ----------
+    images
+        RGB or grey images, drawn row by row.
+    titles
+        One title per image, shown at the book's smallest readable size (the panels are narrow).
+    ncols
+        Images per row.
+    width
+        Width of the figure in inches (the book's text column takes 7).
+    overlays
+        One map per image (or ``None`` for no overlay), stretched over it.
+    """
     nrows = max(1, int(np.ceil(len(images) / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2 * (titles is not None)),
-                             squeeze=False)
+    size = width / ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, size * nrows + 0.25 * (titles is not None) * nrows),
+                             squeeze=False, layout="constrained")
     for k, ax in enumerate(axes.ravel()):
         ax.set_axis_off()
         if k >= len(images):
             continue
         ax.imshow(images[k])
-        if overlays is not None:
+        if overlays is not None and overlays[k] is not None:
             h, w = np.asarray(images[k]).shape[:2]
             ax.imshow(overlays[k], cmap="magma", alpha=0.55, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
                       interpolation="bilinear")
         if titles is not None:
-            ax.set_title(titles[k], fontsize=7)
-    fig.tight_layout()
+            ax.set_title(titles[k], fontsize=MIN_FONT_SIZE)
     return fig
 
 
 def plot_lifts(tables: Mapping[str, Table], *, ax: plt.Axes | None = None) -> plt.Axes:
     """Grouped bars of each class's lift over its base rate, one colour per representation."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.2))
+        _, ax = plt.subplots(figsize=(6.8, 3.4), layout="constrained")
     names = list(tables)
     classes = list(next(iter(tables.values()))["class"])
     width = 0.8 / len(names)
@@ -52,5 +68,5 @@ def plot_lifts(tables: Mapping[str, Table], *, ax: plt.Axes | None = None) -> pl
     ax.axhline(1, color="k", lw=0.8, ls="--")
     ax.set_xticks(np.arange(len(classes)), classes)
     ax.set_ylabel("precision / base rate")
-    ax.legend(fontsize=8)
+    ax.legend()
     return ax
