@@ -184,3 +184,17 @@ def test_sofia2_tuning_and_agreement_with_the_python_fallback(sofia):
     # Both find the four bright sources.
     assert agree["n_common"] >= 4 and agree["reference_found"] == 1.0
     assert 0 < agree["jaccard"] <= 1
+
+
+def test_residuals_compare_one_ellipse_written_two_ways():
+    from astropy.table import Table
+
+    from mlsky.alma.metrics import evaluate, parameter_residuals
+
+    truth = Table({"x": [20.0], "y": [20.0], "z": [8.0], "fwhm_z": [4.0], "fwhm_x": [3.0], "fwhm_y": [6.0],
+                   "pa_deg": [10.0]})
+    found = Table({"x": [20.0], "y": [20.0], "z": [8.0], "fwhm_z": [4.0], "fwhm_x": [6.0], "fwhm_y": [3.0],
+                   "pa_deg": [100.0]})
+    _, pairs = evaluate([truth], [found], beam_fwhm_pix=5.0)
+    residuals = {r["parameter"]: r["mean"] for r in parameter_residuals(pairs)}
+    assert residuals["fwhm_x"] == 0 and residuals["fwhm_y"] == 0 and abs(residuals["pa_deg"]) < 1e-9

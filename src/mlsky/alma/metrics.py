@@ -267,7 +267,8 @@ def evaluate(truths: Iterable[Table], catalogues: Iterable[Table], *,
     pairs
         One row per TP: ``cube, i_true, i_pred, separation, dz, iou, beam_fwhm_pix``, for every
         parameter of :data:`PARAMETERS` present in both tables ``<name>_true`` and
-        ``<name>_pred`` (plus ``snr_true`` when the truth has an SNR), the SDC2 sub-scores
+        ``<name>_pred`` (the ellipse as major axis ``fwhm_x``, minor axis ``fwhm_y`` and the
+        major axis's ``pa_deg``, on both sides) (plus ``snr_true`` when the truth has an SNR), the SDC2 sub-scores
         ``sdc2_<name>`` and their mean ``sdc2``.
     """
     truths, catalogues = list(truths), list(catalogues)
@@ -289,9 +290,24 @@ def evaluate(truths: Iterable[Table], catalogues: Iterable[Table], *,
                 m[f"{name}_true"] = np.asarray(truth[name], float)[m["i_true"]]
             if name in found.colnames and name != "snr":
                 m[f"{name}_pred"] = np.asarray(found[name], float)[m["i_pred"]]
+        for which in ("true", "pred"):
+            _canonical_ellipse(m, which)
         pairs.append(sdc2_scores(m))
     joined = vstack(pairs) if pairs else sdc2_scores(Table({"i_true": np.zeros(0, int), "iou": np.zeros(0)}))
     return _scores(n_true, n_pred, joined), joined
+
+
+def _canonical_ellipse(pairs: Table, which: str) -> None:
+    """Write ``fwhm_x, fwhm_y, pa_deg`` of one side as major axis, minor axis and the major
+    axis's angle: (a, b, pa) and (b, a, pa + 90) are one ellipse, and residuals must compare
+    like with like."""
+    names = [f"fwhm_x_{which}", f"fwhm_y_{which}", f"pa_deg_{which}"]
+    if not all(n in pairs.colnames for n in names):
+        return
+    fx, fy, pa = (np.asarray(pairs[n], float) for n in names)
+    swap = fy > fx
+    pairs[names[0]], pairs[names[1]] = np.where(swap, fy, fx), np.where(swap, fx, fy)
+    pairs[names[2]] = np.where(swap, pa + 90.0, pa) % 180.0
 
 
 def _major_axis(pairs: Table, which: str) -> tuple[np.ndarray, np.ndarray]:
