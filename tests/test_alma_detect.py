@@ -421,3 +421,33 @@ def test_cli_detect_checks_its_output_before_any_work(tmp_path, capsys, output, 
     assert main(["alma", "detect", str(dirty), "-o", target, "--weights", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+def test_cli_train_prints_the_thresholds_it_saved(tmp_path, capsys, monkeypatch):
+    import re
+
+    from mlsky.alma.finder import train as train_module
+    from mlsky.cli import main
+
+    tiny = TrainingPlan(shape=(16, 32, 32), n_train=8, n_val=3, input_size=32, cutout=16, resnet_width=2,
+                        gru_hidden=4, epochs_blobs=1, epochs_gru=1, epochs_resnet=1, batch_size=4, blobs_width=2)
+    monkeypatch.setattr(train_module, "training_plan", lambda *a, **k: tiny)
+    assert main(["alma", "train", "--out", str(tmp_path / "w"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    printed = re.search(r"blob threshold ([\d.]+), GRU threshold ([\d.]+)", out)
+    saved = PipelineConfig.read(tmp_path / "w")
+    assert printed and (float(printed[1]), float(printed[2])) == (saved.blob_threshold, saved.gru_threshold)
+
+
+def test_catalogues_are_written_with_the_umask(tmp_path):
+    import os
+    import stat
+
+    from mlsky.alma.io import write_catalogue
+
+    old = os.umask(0o022)
+    try:
+        path = write_catalogue(Table({"x": [1.0]}), tmp_path / "cat.ecsv")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
