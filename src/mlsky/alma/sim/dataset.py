@@ -525,7 +525,10 @@ class ShardReader:
         self.config = _config_from_dict(params["config"])
         self.shape = tuple(params["shape"])
         self.beam = np.load(self.out / self.manifest["beam"]).astype(np.float32)
-        self.header = cube_header(self.config, self.shape, fit_beam(self.beam))
+        bmaj, bmin, bpa = fit_beam(self.beam)
+        self.header = cube_header(self.config, self.shape, (bmaj, bmin, bpa))
+        # As simulate_cube writes it, so that truth tables from shards score like fresh ones.
+        self.beam_fwhm_pix = float(np.sqrt(bmaj * bmin))
 
     def cubes(self, entry: dict) -> list[SimulatedCube]:
         """The cubes of one shard (its manifest entry), checked against the sha256."""
@@ -533,7 +536,7 @@ class ShardReader:
         cubes = []
         for i, index in enumerate(data["cubes"]):
             truth = data["truth"][data["truth"]["cube"] == index]
-            truth.meta.update(noise_rms=float(data["noise_rms"][i]), cube=int(index))
+            truth.meta.update(noise_rms=float(data["noise_rms"][i]), cube=int(index), beam_fwhm_pix=self.beam_fwhm_pix)
             cubes.append(SimulatedCube(data["dirty"][i], data["sky"][i], self.beam, truth, self.header.copy(),
                                        float(data["noise_rms"][i]), data["noise_rms_per_channel"][i]))
         return cubes
