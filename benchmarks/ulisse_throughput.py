@@ -27,6 +27,7 @@ from scipy import ndimage
 from sklearn.neighbors import NearestNeighbors
 
 import mlsky
+from mlsky.ulisse.backbone import load_backbone
 from mlsky.ulisse.cutouts import read_image
 from mlsky.ulisse.data import load_galaxyzoo1
 from mlsky.ulisse.features import FeatureExtractor, feature_maps
@@ -90,12 +91,12 @@ def extraction(n_images: int, compile_: bool, repeats: int) -> None:
     b = new.backbone_
     print(f"backbone: {b.name} ({b.weights}); threads {torch.get_num_threads()}; "
           f"new path precision {new.precision_}, workers {new._workers(len(paths))}, batch {new.batch_size}")
-    flops = model_flops(FeatureExtractor(backbone=b.name, precision="fp32", channels_last=False).fit().backbone_.model)
+    flops = model_flops(load_backbone(b.name).model.eval())
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print(f"peak of this CPU (4096^2 matmul): fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; "
           f"network {flops / 1e9:.2f} GFLOP per image")
 
-    old_model = FeatureExtractor(backbone=b.name, precision="fp32", channels_last=False).fit().backbone_.model
+    old_model = load_backbone(b.name).model.eval()  # as before: unfolded batch norms, NCHW
     runs = {"new path": new}
     if compile_:
         runs["new path + torch.compile"] = FeatureExtractor(cache=False, compile=True).fit()

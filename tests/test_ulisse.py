@@ -556,3 +556,22 @@ def test_figures_fit_the_book_page():
     ax = plot_lifts({"CNN": table, "raw pixels": table})
     check_figure(ax.figure)
     plt.close("all")
+
+
+def test_folded_batch_norms_give_the_same_features():
+    """Folding the batch norms into the convolutions changes nothing but the speed."""
+    import copy
+
+    import torch
+
+    from mlsky.ulisse.backbone import load_backbone
+    from mlsky.ulisse.features import feature_maps, fold_batch_norms
+
+    model = load_backbone("tf_efficientnet_lite0").model.eval()
+    folded = fold_batch_norms(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = feature_maps(model, x)["head"], feature_maps(folded, x)["head"]
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+    assert fold_batch_norms(folded) is folded  # nothing left to fold: idempotent

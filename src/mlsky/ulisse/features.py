@@ -5,10 +5,13 @@ ImageNet EfficientNet: 1280 numbers. :class:`FeatureExtractor` computes it (and,
 same forward pass, the pooled maps of the last three stages, to compare layers), optionally
 averaged over the 8 rotations and flips of the stamp.
 
-Speed: the network runs in ``channels_last`` layout and, where the processor computes in
-bfloat16 natively (AVX-512 BF16, AMX, or a recent GPU), under bf16 autocast from its third
-stage on (the features are too sensitive to rounding in the first stages); decoding and
-resizing run in :class:`torch.utils.data.DataLoader` workers, overlapped with inference.
+Speed: the network runs in ``channels_last`` layout; in fp32 (the default on a CPU) its batch
+norms are folded into the convolutions (:func:`fold_batch_norms`: exact to rounding, and on a
+2-core CPU 1.7x faster than unfolded, measured with 384 Galaxy Zoo cutouts). bf16 autocast from
+the third stage on is an option where the processor computes bfloat16 natively (AVX-512 BF16,
+AMX, or a recent GPU), run unfolded, since rounding folded weights moves the features past
+the tolerance; decoding and resizing run in :class:`torch.utils.data.DataLoader` workers,
+overlapped with inference.
 ``compile=True`` adds ``torch.compile`` (about 1.4x faster on a CPU once compiled, after
 half a minute of compiling: worth it for tens of thousands of images).
 
@@ -174,6 +177,31 @@ def dihedral(batch: torch.Tensor) -> list[torch.Tensor]:
     return rotations + [torch.flip(r, dims=(3,)) for r in rotations]
 
 
+@torch.no_grad()
+def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold every batch norm that directly follows a convolution into it, for inference.
+
+    In eval mode a batch norm is a per-channel affine map, which the convolution's weights and
+    bias can absorb; on a CPU the separate normalisation pass costs about a quarter of an
+    EfficientNet's time in ``channels_last``. timm's ``BatchNormAct2d`` keeps its activation.
+    Works in place and is idempotent (a folded model has no batch norm left to fold).
+    """
+    for parent in model.modules():
+        children = list(parent.named_children())
+        for (_, conv), (name, bn) in zip(children, children[1:]):
+            if not (isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d)
+                    and bn.track_running_stats and conv.out_channels == bn.num_features):
+                continue
+            scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+            shift = (bn.bias if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
+            conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
+            conv.bias = torch.nn.Parameter(bias * scale + shift)
+            after = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+            setattr(parent, name, torch.nn.Sequential(*after) if after else torch.nn.Identity())
+    return model
+
+
 def feature_maps(model: torch.nn.Module, x: torch.Tensor, bf16_from: int | None = None) -> dict[str, torch.Tensor]:
     """Forward a timm EfficientNet and return the maps of the last three stages and the head.
 
@@ -335,8 +363,8 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
     batch_size
         Images per forward pass.
     precision
-        ``"auto"`` (bf16 autocast where the device computes bf16 natively, else fp32),
-        ``"bf16"`` or ``"fp32"``. bf16 runs the stages from :data:`BF16_FROM_STAGE` on in
+        ``"auto"`` (fp32 with folded batch norms on a CPU, where it was measured faster than
+        bf16; bf16 autocast on a GPU that computes bf16 natively), ``"bf16"`` or ``"fp32"``. bf16 runs the stages from :data:`BF16_FROM_STAGE` on in
         bfloat16 (the early, high-resolution ones stay fp32): its features keep a cosine
         similarity above 0.999 to fp32 ones and the same nearest neighbours to within a few
         per cent (tested).
@@ -407,10 +435,12 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
         backbone: Backbone = load_backbone(self.backbone)
         self.device_ = get_device()
         if self.precision == "auto":
-            self.precision_ = "bf16" if native_bf16(self.device_) else "fp32"
+            self.precision_ = "bf16" if self.device_.type != "cpu" and native_bf16(self.device_) else "fp32"
         else:
             self.precision_ = self.precision
-        model = backbone.model.to(self.device_)
+        model = backbone.model.to(self.device_).eval()
+        if self.precision_ == "fp32":
+            model = fold_batch_norms(model)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         backbone.model = model
