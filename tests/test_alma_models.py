@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from mlsky.alma.finder.models import BlobsFinder, create_model, list_models
 from mlsky.alma.finder.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mlsky.alma.finder.train import canonical_shape, fit_network, ssim
+from mlsky.alma.finder.train import fit_network, ssim
+from mlsky.alma.sim.sky import canonical_shape
 
 
 def test_registry_lists_and_creates_models():

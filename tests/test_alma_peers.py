@@ -198,3 +198,14 @@ def test_residuals_compare_one_ellipse_written_two_ways():
     _, pairs = evaluate([truth], [found], beam_fwhm_pix=5.0)
     residuals = {r["parameter"]: r["mean"] for r in parameter_residuals(pairs)}
     assert residuals["fwhm_x"] == 0 and residuals["fwhm_y"] == 0 and abs(residuals["pa_deg"]) < 1e-9
+
+
+def test_position_residuals_keep_only_bright_matches():
+    from astropy.table import Table
+
+    from mlsky.alma.metrics import position_residuals
+
+    pairs = Table({"snr_true": [10.0, 12.0, 8.0, 2.0], "x_true": [10.0, 20, 30, 40], "x_pred": [10.1, 20.1, 30.1, 45],
+                   "y_true": [5.0, 6, 7, 8], "y_pred": [5.0, 6, 7, 1]})
+    r = position_residuals(pairs, min_snr=5)
+    assert r["n"] == 3 and abs(r["median dx"] - 0.1) < 1e-9 and r["median dy"] == 0 and r["scatter dy"] == 0

@@ -44,12 +44,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from astropy.io import fits
-from astropy.stats import gaussian_fwhm_to_sigma
+from astropy.stats import gaussian_fwhm_to_sigma, mad_std
 from astropy.table import Table, vstack
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 from radio_beam import Beam
 from scipy.optimize import linear_sum_assignment
+
+from mlsky.alma.sim.sky import canonical_shape
 
 BOX = ("x0", "x1", "y0", "y1", "z0", "z1")
 CENTRE = ("x", "y", "z")
@@ -298,23 +300,19 @@ def evaluate(truths: Iterable[Table], catalogues: Iterable[Table], *,
 
 
 def _canonical_ellipse(pairs: Table, which: str) -> None:
-    """Write ``fwhm_x, fwhm_y, pa_deg`` of one side as major axis, minor axis and the major
-    axis's angle: (a, b, pa) and (b, a, pa + 90) are one ellipse, and residuals must compare
-    like with like."""
+    """Write one side's ``fwhm_x, fwhm_y, pa_deg`` as major axis, minor axis and the major
+    axis's angle (:func:`~mlsky.alma.sim.sky.canonical_shape`), so residuals compare like with like."""
     names = [f"fwhm_x_{which}", f"fwhm_y_{which}", f"pa_deg_{which}"]
-    if not all(n in pairs.colnames for n in names):
-        return
-    fx, fy, pa = (np.asarray(pairs[n], float) for n in names)
-    swap = fy > fx
-    pairs[names[0]], pairs[names[1]] = np.where(swap, fy, fx), np.where(swap, fx, fy)
-    pairs[names[2]] = np.where(swap, pa + 90.0, pa) % 180.0
+    if all(n in pairs.colnames for n in names):
+        pairs[names[0]], pairs[names[1]], pairs[names[2]] = canonical_shape(*(pairs[n] for n in names))
 
 
 def _major_axis(pairs: Table, which: str) -> tuple[np.ndarray, np.ndarray]:
     """Major-axis FWHM and its position angle (the catalogue's ``fwhm_x`` need not be the major)."""
-    fx, fy = (np.asarray(pairs[f"fwhm_{a}_{which}"], float) for a in "xy")
-    pa = np.asarray(pairs[f"pa_deg_{which}"], float) if f"pa_deg_{which}" in pairs.colnames else np.full(len(fx), np.nan)
-    return np.maximum(fx, fy), np.where(fy > fx, pa + 90.0, pa)
+    fx, fy = pairs[f"fwhm_x_{which}"], pairs[f"fwhm_y_{which}"]
+    pa = pairs[f"pa_deg_{which}"] if f"pa_deg_{which}" in pairs.colnames else np.full(len(fx), np.nan)
+    major, _, pa_major = canonical_shape(fx, fy, pa)
+    return major, pa_major
 
 
 def sdc2_scores(pairs: Table, thresholds: dict[str, float] | None = None) -> Table:
@@ -405,6 +403,18 @@ def parameter_residuals(pairs: Table) -> Table:
         d = d[np.isfinite(d)]
         rows.append((name, unit, len(d), float(np.mean(d)) if len(d) else np.nan, float(np.std(d)) if len(d) else np.nan))
     return Table(rows=rows, names=("parameter", "unit", "n", "mean", "std"))
+
+
+def position_residuals(pairs: Table, min_snr: float = 5.0) -> dict[str, float]:
+    """Median and robust scatter (``mad_std``) of ``predicted - true`` x and y, in pixels, for
+    the matched sources brighter than ``min_snr`` (the paper's Table 5 targets positions so)."""
+    bright = pairs[np.asarray(pairs["snr_true"], float) > min_snr]
+    out: dict[str, float] = {"n": len(bright)}
+    for axis in "xy":
+        d = np.asarray(bright[f"{axis}_pred"], float) - np.asarray(bright[f"{axis}_true"], float)
+        out[f"median d{axis}"] = float(np.median(d)) if len(d) else np.nan
+        out[f"scatter d{axis}"] = float(mad_std(d)) if len(d) else np.nan
+    return out
 
 
 def flux_error_vs_snr(pairs: Table, edges: Sequence[float] = (0, 3, 5, 10, 20, np.inf)) -> Table:

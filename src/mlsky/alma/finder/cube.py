@@ -140,6 +140,20 @@ def as_cube(obj: Any) -> Cube:
     return cube
 
 
+def noise_autocorrelation(cube: Cube, channels: int = 4) -> np.ndarray:
+    """The spatial autocorrelation of the noise in the first ``channels`` channels, peak 1 at the centre.
+
+    The noise of a dirty image is correlated over the beam; a cube's edge channels are taken
+    as free of sources (lines sit near the band's centre).
+    """
+    edge = cube.snr[: max(1, min(channels, len(cube.data)))]
+    acf = np.zeros(edge.shape[1:])
+    for channel in edge:
+        f = np.fft.rfft2(channel - channel.mean())
+        acf += np.fft.fftshift(np.fft.irfft2(np.abs(f) ** 2, s=channel.shape))
+    return acf / acf.max()
+
+
 def _beam_area(cube: Cube, header: fits.Header) -> float:
     """Beam area in pixels: from BMAJ/BMIN, else from the noise autocorrelation.
 
@@ -150,12 +164,7 @@ def _beam_area(cube: Cube, header: fits.Header) -> float:
     if "BMAJ" in header and "BMIN" in header:
         pix_deg = cube.pixel_scale_arcsec / 3600
         return float(np.pi / (4 * np.log(2)) * header["BMAJ"] * header["BMIN"] / pix_deg**2)
-    edge = cube.snr[: max(1, min(4, len(cube.data)))]
-    acf = np.zeros(edge.shape[1:])
-    for channel in edge:
-        f = np.fft.rfft2(channel - channel.mean())
-        acf += np.fft.fftshift(np.fft.irfft2(np.abs(f) ** 2, s=channel.shape))
-    acf /= acf.max()
+    acf = noise_autocorrelation(cube)
     lobe, _ = ndimage.label(acf > 0.5)
     centre = lobe[acf.shape[0] // 2, acf.shape[1] // 2]
     return float(np.sum(lobe == centre) / np.log(2))

@@ -32,7 +32,7 @@ from astropy.modeling import fitting, models
 from astropy.utils.exceptions import AstropyUserWarning
 from radio_beam import Beam
 
-from mlsky.alma.finder.cube import Cube
+from mlsky.alma.finder.cube import Cube, noise_autocorrelation
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 
 __all__ = ["cube_beam", "measure_source", "pb_gain"]
@@ -59,12 +59,7 @@ def cube_beam(cube: Cube) -> Beam:
 
     # The noise of a dirty image is correlated over the beam: its autocorrelation has the
     # beam's orientation and axis ratio, but is narrower (the noise sees the squared weights).
-    edge = cube.snr[: max(1, min(4, len(cube.data)))]
-    acf = np.zeros(edge.shape[1:])
-    for channel in edge:
-        f = np.fft.rfft2(channel - channel.mean())
-        acf += np.fft.fftshift(np.fft.irfft2(np.abs(f) ** 2, s=channel.shape))
-    major, minor, pa = fit_beam(acf)
+    major, minor, pa = fit_beam(noise_autocorrelation(cube))
     scale = np.sqrt(cube.beam_area_pix / (np.pi / (4 * np.log(2)) * major * minor))
     pix = cube.pixel_scale_arcsec
     return Beam(major=major * scale * pix * u.arcsec, minor=minor * scale * pix * u.arcsec, pa=pa * u.deg)

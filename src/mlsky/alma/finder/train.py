@@ -35,7 +35,7 @@ from mlsky.alma.finder.inputs import FILTER_WIDTHS, battery_input, box_spectrum,
 from mlsky.alma.finder.models import create_model
 from mlsky.alma.finder.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from mlsky.alma.finder.pipeline import BATTERY, AlmaSourceFinder, PipelineConfig, default_weights_dir
-from mlsky.alma.sim.sky import FWHM_PER_SIGMA
+from mlsky.alma.sim.sky import FWHM_PER_SIGMA, canonical_shape
 from mlsky.config import by_scale, get_device, get_scale, progress_options, seed_everything
 
 # --- losses ------------------------------------------------------------------------------
@@ -294,16 +294,6 @@ def footprint_map(truth, ny: int, nx: int) -> np.ndarray:
         b = (-dx * np.sin(theta) + dy * np.cos(theta)) / (float(row["fwhm_y"]) / FWHM_PER_SIGMA)
         np.maximum(target, np.exp(-0.5 * (a**2 + b**2)), out=target)
     return target
-
-
-def canonical_shape(fwhm_x, fwhm_y, pa_deg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The same ellipses with ``fwhm_x >= fwhm_y`` (swap and turn by 90 degrees where needed).
-
-    (a, b, pa) and (b, a, pa + 90) are one ellipse; a regressor needs one of the two.
-    """
-    fx, fy, pa = (np.asarray(v, float) for v in (fwhm_x, fwhm_y, pa_deg))
-    swap = fx < fy
-    return np.where(swap, fy, fx), np.where(swap, fx, fy), np.where(swap, pa + 90.0, pa) % 180.0
 
 
 def _blobs_item(sim, input_size: int, cube: Cube | None = None, filter_widths=()) -> tuple[np.ndarray, np.ndarray]:

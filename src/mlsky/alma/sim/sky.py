@@ -32,6 +32,16 @@ def _box(centre: float, half: float, size: int) -> tuple[int, int]:
     return max(int(np.floor(centre - half)), 0), min(int(np.ceil(centre + half)) + 1, size)
 
 
+def canonical_shape(fwhm_x, fwhm_y, pa_deg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same ellipses with ``fwhm_x >= fwhm_y`` (swap and turn by 90 degrees where needed).
+
+    (a, b, pa) and (b, a, pa + 90) are one ellipse; a regressor, and a residual, need one of the two.
+    """
+    fx, fy, pa = (np.asarray(v, float) for v in (fwhm_x, fwhm_y, pa_deg))
+    swap = fx < fy
+    return np.where(swap, fy, fx), np.where(swap, fx, fy), np.where(swap, pa + 90.0, pa) % 180.0
+
+
 def validate_sources(sources: Table, shape: tuple[int, int, int]) -> Table:
     """Check a sources table against a cube shape and complete it (flux, peak, bounding box).
 
