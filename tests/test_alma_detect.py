@@ -289,6 +289,33 @@ def test_probability_map_tiles_large_images(tiny_weights):
     assert prob.shape == (40, 90) and np.all((prob >= 0) & (prob <= 1))
 
 
+def test_tiled_map_matches_the_untiled_map_of_its_tile(tiny_weights):
+    """A blob in a large image (tiled) gets the map it gets in its own tile-sized image (untiled).
+
+    The image is placed at the last tile's offset, with its blob beyond the reach of every other
+    tile: stitching at a wrong offset, or padding where none is needed, changes the map there.
+    """
+    from mlsky.alma.finder.models.checkpoint import load_checkpoint
+
+    out, _ = tiny_weights
+    net, _ = load_checkpoint(out / "blobs_finder.pt", "blobs_finder")
+    n = net.input_size
+    size = 2 * n + n // 3
+    starts = tiles(size, n)
+    last, before = starts[-1], starts[-2]
+    yy, xx = np.mgrid[:n, :n]
+    c = (before + n - last + n) / 2  # midway between the end of the previous tile and the edge
+    tile = (8.0 * np.exp(-((xx - c) ** 2 + (yy - c) ** 2) / 8.0)).astype(np.float32)
+    tile += np.random.default_rng(0).normal(0, 1, tile.shape).astype(np.float32)
+    large = np.zeros((size, size), np.float32)
+    large[last:, last:] = tile
+    untiled = probability_map(net, tile)
+    tiled = probability_map(net, large)
+    alone = slice(before + n - last, None)  # pixels of the last tile that no other tile covers
+    np.testing.assert_allclose(tiled[last:, last:][alone, alone], untiled[alone, alone], atol=1e-6)
+    assert not np.allclose(untiled[alone, alone], untiled[alone, alone].mean())  # the map has structure
+
+
 def test_detect_without_weights_says_how_to_train(tmp_path):
     with pytest.raises(FileNotFoundError, match="mlsky alma train"):
         detect(bright_cube(), weights=tmp_path)
