@@ -4,9 +4,10 @@
    - *previous path*: what ``FeatureExtractor.extract`` did before the speed work, reproduced
      here: decode and resize the whole image in one process (``map_coordinates`` on the full
      image), then fp32 NCHW inference in batches of 8;
-   - *new path*: ``FeatureExtractor`` with its defaults (channels_last; bf16 from stage 2 where
-     the CPU has native bf16; DataLoader workers decoding while the network runs; batches of
-     32), and with ``compile=True`` when asked.
+   - *new path*: ``FeatureExtractor`` with its defaults (channels_last; folded batch norms; fp32
+     on a CPU; DataLoader workers decoding while the network runs; batches of 4 on a CPU), with
+     ``precision="bf16"`` (bf16 from stage 3) where the CPU has native bf16, and with
+     ``compile=True`` when asked.
    The features are checked against each other (cosine, top-k neighbours), and each path's
    arithmetic rate is given as a fraction of this CPU's peak, measured here with a large matmul
    in fp32 and in bf16.
@@ -30,7 +31,7 @@ import mlsky
 from mlsky.ulisse.backbone import load_backbone
 from mlsky.ulisse.cutouts import read_image
 from mlsky.ulisse.data import load_galaxyzoo1
-from mlsky.ulisse.features import FeatureExtractor, feature_maps
+from mlsky.ulisse.features import FeatureExtractor, feature_maps, native_bf16
 from mlsky.ulisse.search import SimilaritySearch
 
 
@@ -90,7 +91,7 @@ def extraction(n_images: int, compile_: bool, repeats: int) -> None:
     new = FeatureExtractor(cache=False).fit()
     b = new.backbone_
     print(f"backbone: {b.name} ({b.weights}); threads {torch.get_num_threads()}; "
-          f"new path precision {new.precision_}, workers {new._workers(len(paths))}, batch {new.batch_size}")
+          f"new path precision {new.precision_}, workers {new._workers(len(paths))}, batch {new.batch_size_}")
     flops = model_flops(load_backbone(b.name).model.eval())
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print(f"peak of this CPU (4096^2 matmul): fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; "
@@ -98,11 +99,13 @@ def extraction(n_images: int, compile_: bool, repeats: int) -> None:
 
     old_model = load_backbone(b.name).model.eval()  # as before: unfolded batch norms, NCHW
     runs = {"new path": new}
+    if new.precision_ == "fp32" and native_bf16(new.device_):
+        runs["new path, precision='bf16'"] = FeatureExtractor(cache=False, precision="bf16").fit()
     if compile_:
         runs["new path + torch.compile"] = FeatureExtractor(cache=False, compile=True).fit()
     previous_path(paths[:8], old_model, b.mean, b.std)  # warm-up
     for extractor in runs.values():
-        extractor.extract(paths[:extractor.batch_size])  # warm-up (and compilation)
+        extractor.extract(paths[:extractor.batch_size_])  # warm-up (and compilation)
     # Best of `repeats` runs, the paths interleaved: on a shared machine the load changes
     # by the minute, and the best run is the one least disturbed.
     rates: dict[str, list[float]] = {"previous path": [], **{name: [] for name in runs}}

@@ -575,3 +575,12 @@ def test_folded_batch_norms_give_the_same_features():
         a, b = feature_maps(model, x)["head"], feature_maps(folded, x)["head"]
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
     assert fold_batch_norms(folded) is folded  # nothing left to fold: idempotent
+
+
+def test_batch_size_auto_is_small_on_a_cpu_and_checked():
+    """Batches of 4 on a CPU (their activations stay in the caches); nonsense is refused."""
+    extractor = FeatureExtractor(backbone="tf_efficientnet_lite0", cache=False).fit()
+    assert extractor.batch_size_ == (4 if extractor.device_.type == "cpu" else 64)
+    assert FeatureExtractor(backbone="tf_efficientnet_lite0", batch_size=6).fit().batch_size_ == 6
+    with pytest.raises(ValueError, match="batch size big"):
+        FeatureExtractor(batch_size="big").fit()

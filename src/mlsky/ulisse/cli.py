@@ -52,6 +52,11 @@ def embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: ``auto`` or a whole number (its range is checked by the extractor)."""
+    return text if text == "auto" else int(text)
+
+
 def _read_labels(path: Path, ids: set[str]) -> dict[str, str]:
     """Labels by id from a CSV whose first line is a header (id, label).
 
@@ -141,7 +146,8 @@ def register(subparsers) -> None:
     p.add_argument("--align", action="store_true", help="rotate/flip each measured stamp to a canonical pose")
     p.add_argument("--tta", type=int, default=1, choices=(1, 8), help="average over 8 rotations/flips")
     p.add_argument("--layer", default="head")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_batch_size, default="auto",
+                   help="images per forward pass ('auto': 4 on a CPU, where small batches are fastest; 64 on a GPU)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network: faster per image after ~30 s of compiling (large folders)")
     p.add_argument("--shard-size", type=int, default=2048,
