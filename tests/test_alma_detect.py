@@ -148,6 +148,19 @@ def test_residuals_and_flux_error_tables():
     table = flux_error_vs_snr(pairs, edges=(0, 5, 10))
     assert list(table["n"]) == [0, 1] and table["mean_rel_error"][1] == pytest.approx(-0.5)
     np.testing.assert_allclose(angle_difference([179.0, 10.0], [1.0, 20.0]), [-2.0, -10.0])
+    assert {r["parameter"]: r["n"] for r in parameter_residuals(pairs, min_snr=10)}["x"] == 0  # SNR 8 is cut
+    assert {r["parameter"]: r["n"] for r in parameter_residuals(pairs, min_snr=5)}["x"] == 1
+
+
+def test_position_angle_residuals_skip_round_sources():
+    truth = _table([(5, 5, 5, 3, 8, 3, 8, 3, 8), (30, 30, 5, 28, 32, 28, 32, 3, 8)])
+    truth["fwhm_x"], truth["fwhm_y"], truth["pa_deg"] = [4.0, 3.0], [2.0, 2.9], [10.0, 50.0]
+    found = truth.copy()
+    found["pa_deg"] = [12.0, 140.0]
+    _, pairs = evaluate([truth], [found])
+    every = {r["parameter"]: r for r in parameter_residuals(pairs)}["pa_deg"]
+    elongated = {r["parameter"]: r for r in parameter_residuals(pairs, min_axis_ratio_pa=1.5)}["pa_deg"]
+    assert every["n"] == 2 and elongated["n"] == 1 and elongated["mean"] == pytest.approx(-2.0)
 
 
 # --- peers --------------------------------------------------------------------------------
