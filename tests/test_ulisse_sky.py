@@ -73,6 +73,21 @@ def test_reddening_dims_blue_most():
     assert augment.EXTINCTION[0] < augment.EXTINCTION[1] < augment.EXTINCTION[2]
 
 
+def test_encoder_sees_only_its_central_crop():
+    from mlsky.ulisse.sky.encoder import SkyEncoder
+
+    encoder = SkyEncoder(widths=(4, 8, 8, 8), resolution=16, crop=0.5).eval()
+    x = torch.rand(2, 3, 64, 64)
+    y = x.clone()
+    y[..., :16, :] = torch.rand(2, 3, 16, 64)  # outside the central half: ignored
+    z = x.clone()
+    z[..., 30:34, 30:34] = 1.0  # inside: seen
+    with torch.inference_mode():
+        assert torch.equal(encoder(x), encoder(y)) and not torch.allclose(encoder(x), encoder(z))
+    with pytest.raises(ValueError, match="crop=0"):
+        SkyEncoder(crop=0)
+
+
 def test_nt_xent_prefers_matching_views():
     z = torch.randn(8, 16)
     assert float(nt_xent(z, z + 0.01 * torch.randn(8, 16), 0.2)) < float(nt_xent(z, torch.randn(8, 16), 0.2))
@@ -80,7 +95,7 @@ def test_nt_xent_prefers_matching_views():
 
 def test_one_epoch_of_training_runs_and_the_export_loads(gz_paths, tmp_path):
     plan = training_plan("ci")
-    fields = training_fields(gz_paths[:plan.images], size=round(FIELD * plan.resolution))
+    fields = training_fields(gz_paths[:plan.images], size=round(FIELD * plan.resolution), crop=plan.crop)
     assert fields.dtype == np.uint8 and fields.shape == (plan.images, 3, 48, 48)
     encoder, history = train_encoder(fields, plan, seed=0)
     again, _ = train_encoder(fields, plan, seed=0)

@@ -154,7 +154,7 @@ def train_sky(args: argparse.Namespace) -> int:
     if plan.images is not None:
         paths = paths[:plan.images]
     print(f"decoding {len(paths)} cutouts ({'Galaxy Zoo 1' if args.folder is None else args.folder}) ...")
-    fields = training_fields(paths, size=round(FIELD * plan.resolution), progress=True)
+    fields = training_fields(paths, size=round(FIELD * plan.resolution), crop=plan.crop, progress=True)
     encoder, history = train_encoder(fields, plan, seed=args.seed, progress=True)
     if args.ship:
         title = (f"ULISSE sky encoder (SimCLR, no labels, on {len(paths)} Galaxy Zoo 1 cutouts), "

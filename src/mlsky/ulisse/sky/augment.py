@@ -62,8 +62,8 @@ class Augmentation:
     """
 
     shift: float = 0.08
-    scale: float = 0.12
-    blur: float = 1.2
+    scale: float = 0.2
+    blur: float = 1.5
     dim: float = 0.6
     noise: float = 0.03
     redden: float = 0.1

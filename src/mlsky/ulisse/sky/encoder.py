@@ -1,8 +1,10 @@
 """A small residual CNN that turns a galaxy stamp into a feature vector.
 
 The network takes the same 224 x 224 stamp in [0, 1] as the ImageNet backbones (so the
-extraction pipeline is unchanged), averages it down to :attr:`SkyEncoder.resolution` pixels
-(area averaging: what a coarser camera would see), normalises it with the per-channel mean and
+extraction pipeline is unchanged), keeps its central :attr:`SkyEncoder.crop` (a Galaxy Zoo
+galaxy fills about a third of the stamp; the rest is sky and other sources), averages that down
+to :attr:`SkyEncoder.resolution` pixels (area averaging: what a coarser camera would see),
+normalises it with the per-channel mean and
 spread of the training stamps, and runs a stem and four residual stages (32-64-128-256
 channels by default, each halving the resolution). The global average of the last map is the
 feature vector.
@@ -54,14 +56,18 @@ class SkyEncoder(nn.Module):
         later stage halves it again.
     resolution
         Side (pixels) that the input is area-averaged to before the stem.
+    crop
+        Fraction of the input's side kept, around its centre, before averaging.
     mean, std
         Per-channel statistics of the training stamps (inputs are standardised with them).
     """
 
-    def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), resolution: int = 64,
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), resolution: int = 64, crop: float = 1.0,
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)):
         super().__init__()
-        self.widths, self.resolution = tuple(int(w) for w in widths), int(resolution)
+        if not 0 < crop <= 1:
+            raise ValueError(f"crop={crop}; keep a fraction in (0, 1] of the stamp.")
+        self.widths, self.resolution, self.crop = tuple(int(w) for w in widths), int(resolution), float(crop)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.stem = nn.Sequential(nn.Conv2d(3, self.widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(self.widths[0]),
@@ -80,12 +86,18 @@ class SkyEncoder(nn.Module):
     @property
     def config(self) -> dict:
         """Constructor arguments (what an exported file records to rebuild the network)."""
-        return {"widths": list(self.widths), "resolution": self.resolution,
+        return {"widths": list(self.widths), "resolution": self.resolution, "crop": self.crop,
                 "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
-        """Area-average to :attr:`resolution` pixels (if larger) and standardise per channel."""
+        """Keep the central :attr:`crop`, area-average to :attr:`resolution` pixels, standardise per channel.
+
+        A batch already of :attr:`resolution` pixels is taken as cropped (the training views are).
+        """
         if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            h, w = x.shape[-2:]
+            kh, kw = round(h * self.crop), round(w * self.crop)
+            x = x[..., (h - kh) // 2:(h - kh) // 2 + kh, (w - kw) // 2:(w - kw) // 2 + kw]
             x = F.interpolate(x, size=(self.resolution, self.resolution), mode="area")
         return (x - self.mean) / self.std
 

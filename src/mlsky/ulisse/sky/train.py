@@ -60,6 +60,7 @@ class SkyTrainingPlan:
     temperature: float = 0.2
     widths: tuple[int, ...] = (32, 64, 128, 256)
     resolution: int = 64
+    crop: float = 1.0
     projection: int = 128
     augmentation: Augmentation = field(default_factory=Augmentation)
     images: int | None = None
@@ -67,16 +68,18 @@ class SkyTrainingPlan:
 
 def training_plan(scale: str | None = None) -> SkyTrainingPlan:
     """The plan at a scale: ``ci`` (seconds, 64 images), ``laptop`` (the shipped encoder), ``paper``."""
-    return by_scale(ci=SkyTrainingPlan(epochs=1, batch_size=16, widths=(8, 16, 32, 64), resolution=32, images=64),
-                    laptop=SkyTrainingPlan(epochs=40), paper=SkyTrainingPlan(epochs=200), scale=scale)
+    return by_scale(ci=SkyTrainingPlan(epochs=1, batch_size=16, widths=(8, 16, 32, 64), resolution=32, crop=0.6, images=64),
+                    laptop=SkyTrainingPlan(epochs=36, crop=0.6), paper=SkyTrainingPlan(epochs=200, crop=0.6),
+                    scale=scale)
 
 
-def training_fields(paths: Sequence[str | Path], *, size: int, progress: bool = False) -> np.ndarray:
-    """The training fields of image files: (N, 3, size, size) uint8, each :data:`FIELD` stamps wide.
+def training_fields(paths: Sequence[str | Path], *, size: int, crop: float = 1.0,
+                    progress: bool = False) -> np.ndarray:
+    """The training fields of image files: (N, 3, size, size) uint8, each :data:`FIELD` views wide.
 
-    A field is the central ``FIELD / 2`` of the cutout (the feature extractor's stamp is the
-    central half), anti-aliased and resampled to ``size`` pixels by
-    :func:`~mlsky.ulisse.cutouts.cutout`.
+    The encoder's view is the central ``crop`` of the feature extractor's stamp, which is the
+    central half of the cutout; a field is the central ``FIELD * crop / 2`` of the cutout,
+    anti-aliased and resampled to ``size`` pixels by :func:`~mlsky.ulisse.cutouts.cutout`.
 
     Raises
     ------
@@ -85,7 +88,7 @@ def training_fields(paths: Sequence[str | Path], *, size: int, progress: bool = 
     """
     out = np.empty((len(paths), 3, size, size), np.uint8)
     for i, path in enumerate(tqdm(paths, desc="decoding cutouts", unit="img", **progress_options(progress))):
-        stamp = cutout(read_image(path), crop="centre", crop_fraction=FIELD / 2, size=size)
+        stamp = cutout(read_image(path), crop="centre", crop_fraction=FIELD * crop / 2, size=size)
         out[i] = np.round(stamp * 255).astype(np.uint8).transpose(2, 0, 1)
     return out
 
@@ -144,7 +147,7 @@ def train_encoder(fields: np.ndarray, plan: SkyTrainingPlan | None = None, *, se
     data = torch.from_numpy(fields)
     mean = (data.float().mean(dim=(0, 2, 3)) / 255).tolist()
     std = (data.float().std(dim=(0, 2, 3)) / 255).tolist()
-    encoder = SkyEncoder(plan.widths, plan.resolution, mean, std)
+    encoder = SkyEncoder(plan.widths, plan.resolution, plan.crop, mean, std)
     head = ProjectionHead(encoder.num_features, plan.projection)
     device = torch.device("cpu")  # the sky encoder is trained where it is shipped from: a CPU
     bf16 = native_bf16(device)
