@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from scipy import ndimage
 
 from mlsky.cli import main
-from mlsky.data import DataCorruptError, weights
+from mlsky.data import DataCorruptError, sha256, weights
 from mlsky.ulisse.backbone import load_backbone
 from mlsky.ulisse.cutouts import read_image
 from mlsky.ulisse.data import load_galaxyzoo1
@@ -93,14 +94,14 @@ def test_nt_xent_prefers_matching_views():
     assert float(nt_xent(z, z + 0.01 * torch.randn(8, 16), 0.2)) < float(nt_xent(z, torch.randn(8, 16), 0.2))
 
 
-def test_one_epoch_of_training_runs_and_the_export_loads(gz_paths, tmp_path):
-    plan = training_plan("ci")
+def test_a_short_training_learns_and_its_export_loads(gz_paths, tmp_path):
+    plan = replace(training_plan("ci"), epochs=4)
     fields = training_fields(gz_paths[:plan.images], size=round(FIELD * plan.resolution), crop=plan.crop)
     assert fields.dtype == np.uint8 and fields.shape == (plan.images, 3, 48, 48)
     encoder, history = train_encoder(fields, plan, seed=0)
     again, _ = train_encoder(fields, plan, seed=0)
     assert len(history["loss"]) == plan.epochs and np.isfinite(history["loss"]).all()
-    assert history["loss"][0] < np.log(2 * plan.batch_size - 1)  # below chance: it learnt something
+    assert history["loss"][-1] < history["loss"][0]  # it learns
     x = torch.rand(3, 3, 224, 224)
     with torch.inference_mode():
         assert torch.equal(encoder(x), again(x))  # seeded
@@ -122,6 +123,25 @@ def test_shipped_encoder_is_checked_and_small():
     assert backbone.name == "sky" and backbone.weights.startswith(f"sha256:{entry['files'][SKY_FILE]} ")
     assert entry["files"][SKY_FILE] in backbone.tag  # the cache folder changes with the weights
     assert backbone.layers[-1] == "head" and backbone.num_features == 256
+
+
+def test_shipping_registers_the_sha256_and_keeps_other_entries(tmp_path, monkeypatch):
+    from mlsky.ulisse.sky.encoder import SkyEncoder
+    from mlsky.ulisse.sky.ship import ship_encoder
+
+    registry = tmp_path / "weights.toml"
+    shutil.copy(weights.REGISTRY, registry)
+    monkeypatch.setattr(weights, "REGISTRY", registry)
+    monkeypatch.setattr(weights, "PACKAGE_ROOT", tmp_path / "mlsky")
+    weights.registry.cache_clear()
+    try:
+        path = ship_encoder(SkyEncoder(widths=(4, 8, 8, 8)), {"loss": [1.0]}, title="a test")
+        entry = weights.registry()[SKY_WEIGHTS]
+        assert path == tmp_path / "mlsky" / SKY_FOLDER / SKY_FILE
+        assert entry["title"] == "a test" and entry["files"][SKY_FILE] == sha256(path)
+        assert "alma_finder" in weights.registry() and load_backbone("sky").model.widths == (4, 8, 8, 8)
+    finally:
+        weights.registry.cache_clear()
 
 
 def _damaged_package(tmp_path, monkeypatch, damage):

@@ -17,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlsky.data import sha256
-from mlsky.data.weights import PACKAGE_ROOT, register_weights, registry, shipped_weights
+from mlsky.data import weights as shipped
+from mlsky.data.weights import register_weights, registry, shipped_weights
 from mlsky.ulisse.backbone import Backbone
 from mlsky.ulisse.sky.encoder import SkyEncoder
 from mlsky.ulisse.sky.train import export_encoder, load_encoder
@@ -31,7 +32,7 @@ SHIP_COMMAND = "MLSKY_SCALE=laptop mlsky ulisse train-sky --ship --seed 0"
 
 def ship_encoder(encoder: SkyEncoder, history: dict, *, title: str) -> Path:
     """Export ``encoder`` into the package and register its sha256 as :data:`SKY_WEIGHTS`."""
-    path = export_encoder(encoder, history, PACKAGE_ROOT / SKY_FOLDER / SKY_FILE)
+    path = export_encoder(encoder, history, shipped.PACKAGE_ROOT / SKY_FOLDER / SKY_FILE)
     register_weights(SKY_WEIGHTS, title=title, folder=SKY_FOLDER, made_by=SHIP_COMMAND,
                      files={SKY_FILE: sha256(path)})
     return path
