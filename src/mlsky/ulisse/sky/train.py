@@ -15,9 +15,10 @@ autocast (about 2.3x faster on 2 cores, measured); the weights stay fp32.
 
 Examples
 --------
->>> from mlsky.ulisse.sky.train import training_fields, train_encoder
->>> fields = training_fields(paths)                               # doctest: +SKIP
->>> encoder, history = train_encoder(fields, epochs=2, seed=0)    # doctest: +SKIP
+>>> from mlsky.ulisse.sky.train import FIELD, train_encoder, training_fields, training_plan
+>>> plan = training_plan()
+>>> fields = training_fields(paths, size=round(FIELD * plan.resolution), crop=plan.crop)  # doctest: +SKIP
+>>> encoder, history = train_encoder(fields, plan, seed=0)                                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class SkyTrainingPlan:
 
 def training_plan(scale: str | None = None) -> SkyTrainingPlan:
     """The plan at a scale: ``ci`` (seconds, 64 images), ``laptop`` (the shipped encoder), ``paper``."""
-    return by_scale(ci=SkyTrainingPlan(epochs=1, batch_size=16, widths=(8, 16, 32, 64), resolution=32, crop=0.6, images=64),
-                    laptop=SkyTrainingPlan(epochs=36, crop=0.6), paper=SkyTrainingPlan(epochs=200, crop=0.6),
+    tiny = SkyTrainingPlan(epochs=1, batch_size=16, widths=(8, 16, 32, 64), resolution=32, crop=0.6, images=64)
+    return by_scale(ci=tiny, laptop=SkyTrainingPlan(epochs=36, crop=0.6), paper=SkyTrainingPlan(epochs=200, crop=0.6),
                     scale=scale)
 
 
@@ -228,7 +229,8 @@ def load_encoder(path: str | os.PathLike) -> tuple[SkyEncoder, dict]:
     if not isinstance(state, dict) or state.get("format") != EXPORT_FORMAT:
         raise ValueError(f"{path}: not a sky encoder file (made by `mlsky ulisse train-sky`).")
     if state.get("format_version") != EXPORT_VERSION:
-        raise ValueError(f"{path}: sky encoder format {state.get('format_version')}; this mlsky reads {EXPORT_VERSION}.")
+        raise ValueError(f"{path}: sky encoder format {state.get('format_version')}; "
+                         f"this mlsky reads {EXPORT_VERSION}.")
     encoder = SkyEncoder(**state["config"])
     encoder.load_state_dict(state["state_dict"], strict=True)
     return encoder.eval(), state.get("history", {})
