@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -55,6 +56,31 @@ def shipped_weights(name: str) -> Path:
     return folder
 
 
+def register_weights(name: str, *, title: str, folder: str, made_by: str, files: dict[str, str]) -> None:
+    """Add or replace the registry entry ``name`` (written atomically; the other entries are kept).
+
+    Parameters
+    ----------
+    folder
+        The weights' folder relative to the package root (``mlsky/``).
+    made_by
+        The one command that made them.
+    files
+        sha256 of each file of the folder, by name.
+    """
+    entries = {**registry(), name: {"title": title, "folder": folder, "made_by": made_by, "files": files}}
+    lines = ["# Trained weights that ship inside mlsky (see mlsky.data.weights): the package folder,",
+             "# the command that made them, and the sha256 of every file.", ""]
+    for key, entry in entries.items():
+        lines += [f"[{key}]", f'title = "{entry["title"]}"', f'folder = "{entry["folder"]}"',
+                  f'made_by = "{entry["made_by"]}"', "", f"[{key}.files]"]
+        lines += [f'"{file}" = "{digest}"' for file, digest in entry["files"].items()] + [""]
+    tmp = REGISTRY.with_name(f".{REGISTRY.name}.{os.getpid()}.part")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, REGISTRY)
+    registry.cache_clear()
+
+
 def status() -> dict[str, str]:
     """Each shipped set of weights and whether it is intact, for ``mlsky info``."""
     found = {}
@@ -69,4 +95,4 @@ def status() -> dict[str, str]:
     return found
 
 
-__all__ = ["REGISTRY", "registry", "shipped_weights", "status", "weights_folder"]
+__all__ = ["REGISTRY", "register_weights", "registry", "shipped_weights", "status", "weights_folder"]

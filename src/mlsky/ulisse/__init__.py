@@ -4,8 +4,8 @@ Doorenbos et al. (2022, A&A 666, A171) find objects of a kind from a single exam
 every cutout with an ImageNet EfficientNet (no training), then return the nearest neighbours
 of the prototype in that 1280-d space, optionally expanding recursively.
 
-- :mod:`~mlsky.ulisse.backbone` -- pretrained backbones (EfficientNet-B0 from the hub, or
-  the offline EfficientNet-Lite0), never random weights;
+- :mod:`~mlsky.ulisse.backbone` -- pretrained backbones (EfficientNet-B0 from the hub, the
+  offline EfficientNet-Lite0, or the sky encoder), never random weights;
 - :mod:`~mlsky.ulisse.cutouts` -- reading images; stamps cropped, aligned and resized;
 - :mod:`~mlsky.ulisse.features` -- :class:`FeatureExtractor` (bf16 and channels_last where
   the CPU has them, decoding in parallel) with a content-keyed, sharded, resumable cache;
@@ -13,7 +13,9 @@ of the prototype in that 1280-d space, optionally expanding recursively.
   index at large N, recursive expansion);
 - :mod:`~mlsky.ulisse.evaluate` -- precision and lift over base rates, lift tables; naive
   baselines;
-- :mod:`~mlsky.ulisse.data` -- Galaxy Zoo 1, your own folder + CSV, SDSS online.
+- :mod:`~mlsky.ulisse.data` -- Galaxy Zoo 1, your own folder + CSV, SDSS online;
+- :mod:`~mlsky.ulisse.sky` -- beyond the paper: a small encoder trained without labels on the
+  Galaxy Zoo cutouts (SimCLR), shipped inside mlsky as the backbone ``"sky"``.
 
 Examples
 --------

