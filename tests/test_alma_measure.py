@@ -87,3 +87,19 @@ def test_casa_order_continuum_cube_keeps_its_spectral_axis(tmp_path):
     cube = as_cube(path)
     assert cube.data.shape == (1, 32, 32)
     assert cube.channel_width_hz == pytest.approx(sim.header["CDELT3"])
+
+
+def test_a_source_resolved_along_one_axis_keeps_its_size_and_angle():
+    """radio_beam cannot deconvolve an ellipse narrower than the beam along some direction; the
+    resolved axis must still be measured (it used to become a point: size 0, angle lost)."""
+    import astropy.units as u
+    from radio_beam import Beam
+
+    from mlsky.alma.finder.measure import _deconvolve
+
+    beam = Beam(major=0.6 * u.arcsec, minor=0.5 * u.arcsec, pa=30 * u.deg)  # 6 x 5 px at 0.1"
+    major, minor, pa = _deconvolve(8.0, 4.0, 30.0, beam, 0.1)
+    assert major > 5.0 and minor == 0.0 and pa == pytest.approx(30.0)
+    # Aligned with the beam, the axes deconvolve exactly, as radio_beam does when it can.
+    major, minor, pa = _deconvolve(7.0, 5.5, 120.0, beam, 0.1)
+    assert (major, minor) == pytest.approx((np.sqrt(49 - 36), np.sqrt(5.5**2 - 25)), rel=1e-3)

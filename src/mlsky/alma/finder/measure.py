@@ -31,6 +31,7 @@ from astropy import units as u
 from astropy.modeling import fitting, models
 from astropy.utils.exceptions import AstropyUserWarning
 from radio_beam import Beam
+from radio_beam.utils import BeamError
 
 from mlsky.alma.finder.cube import Cube, noise_autocorrelation
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
@@ -80,17 +81,33 @@ def pb_gain(cube: Cube, x: float, y: float) -> float:
 def _deconvolve(major: float, minor: float, pa_pix: float, beam: Beam, pix: float) -> tuple[float, float, float]:
     """Source FWHMs (pix) and angle (pix frame) of a measured ellipse, deconvolved from the beam.
 
-    A source unresolved along an axis gets a FWHM of 0 there (it is smaller than the noise lets
-    us tell).
+    Where the measured ellipse is narrower than the beam along some direction, the exact
+    deconvolution has no solution (radio_beam raises); each measured axis is then deconvolved
+    on its own, by the beam's extent along it, so that a source resolved along its major axis
+    keeps that size and angle instead of becoming a point. An unresolved axis gets a FWHM of 0.
     """
     measured = Beam(major=max(major, minor) * pix * u.arcsec, minor=min(major, minor) * pix * u.arcsec,
                     pa=_sky_pa(pa_pix if major >= minor else pa_pix + 90) * u.deg)
     try:
-        source = measured.deconvolve(beam, failure_returns_pointlike=True)
-    except ValueError:  # radio_beam's word for "beam larger than the source along an axis"
-        return 0.0, 0.0, _pixel_pa(float(measured.pa.to_value(u.deg)))
+        source = measured.deconvolve(beam, failure_returns_pointlike=False)
+    except (BeamError, ValueError):  # "beam larger than the source along a direction"
+        return _deconvolve_axes(max(major, minor), min(major, minor), pa_pix if major >= minor else pa_pix + 90, beam, pix)
     return (float(source.major.to_value(u.arcsec)) / pix, float(source.minor.to_value(u.arcsec)) / pix,
             _pixel_pa(float(source.pa.to_value(u.deg))))
+
+
+def _deconvolve_axes(major: float, minor: float, pa_pix: float, beam: Beam, pix: float) -> tuple[float, float, float]:
+    """Deconvolve each axis of a measured ellipse (FWHMs in pix) by the beam's FWHM along it."""
+    bmaj, bmin = (float(v.to_value(u.arcsec)) / pix for v in (beam.major, beam.minor))
+    angle = np.radians(_pixel_pa(float(beam.pa.to_value(u.deg))))
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    beam_cov = rot @ np.diag([bmaj**2, bmin**2]) @ rot.T  # in FWHM^2: Gaussian widths add in quadrature
+    t = np.radians(pa_pix)
+    along = [np.array([np.cos(t), np.sin(t)]), np.array([-np.sin(t), np.cos(t)])]
+    s1, s2 = (float(np.sqrt(max(m**2 - a @ beam_cov @ a, 0.0))) for m, a in zip((major, minor), along))
+    if s2 > s1:
+        return s2, s1, (pa_pix + 90.0) % 180.0
+    return s1, s2, pa_pix % 180.0
 
 
 def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: bool = True) -> dict[str, float]:
