@@ -246,6 +246,33 @@ def test_fcn_pipeline_trains_without_battery_and_detects(tiny_fcn_weights):
     assert np.all((catalogue["x"] >= 0) & (catalogue["x"] < 72))
 
 
+def test_fcn_reads_a_long_cube_in_windows_of_its_training_band(tiny_fcn_weights):
+    """A cube longer than the training cubes is read in windows of their length: the map is the
+    largest of the windows' maps, and a cube no longer than one window is read whole."""
+    from mlsky.alma.finder import AlmaSourceFinder
+
+    out, _ = tiny_fcn_weights
+    finder = AlmaSourceFinder(out).load()
+    span = finder.config_.channels
+    assert span == 16  # the training cubes' channels, written by train_pipeline
+    long = as_cube(bright_cube(shape=(40, 40, 40), x=[14.0, 30.0], y=[20.0, 10.0], z=[5.0, 33.0]))
+    windows = [finder.probability(long.channels(z, z + span)) for z in tiles(40, span)]
+    np.testing.assert_array_equal(finder.probability(long), np.max(windows, axis=0))
+    short = long.channels(0, span)
+    finder.config_.channels = 0
+    whole = finder.probability(short)
+    finder.config_.channels = span
+    np.testing.assert_array_equal(finder.probability(short), whole)
+
+
+def test_cube_channels_slices_data_noise_and_spectral_axis():
+    cube = as_cube(bright_cube())
+    part = cube.channels(3, 9)
+    assert part.data.shape == (6, *cube.data.shape[1:]) and len(part.noise) == 6
+    np.testing.assert_array_equal(part.data, cube.data[3:9])
+    np.testing.assert_allclose(part.wcs.spectral.pixel_to_world_values(0), cube.wcs.spectral.pixel_to_world_values(3))
+
+
 def test_pipeline_json_with_unknown_or_missing_keys_is_refused(tiny_fcn_weights, tmp_path):
     import json
     import shutil

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,12 @@ class Cube:
     def snr(self) -> np.ndarray:
         """The cube in units of its per-channel noise."""
         return self.data / self.noise[:, None, None]
+
+    def channels(self, start: int, stop: int) -> "Cube":
+        """The channels ``[start, stop)`` as a cube of their own (data, noise and WCS sliced)."""
+        start, stop, _ = slice(start, stop).indices(len(self.data))
+        wcs = self.wcs.slice((slice(start, stop), slice(None), slice(None)), numpy_order=True)
+        return replace(self, data=self.data[start:stop], noise=self.noise[start:stop], wcs=wcs)
 
 
 def _data_and_header(obj: Any) -> tuple[np.ndarray, fits.Header, str]:

@@ -79,6 +79,10 @@ class PipelineConfig:
     scale: str = "laptop"
     blobs_model: str = "blobs_finder"
     filter_widths: list[int] = field(default_factory=list)
+    #: Channels of the training cubes (0: unknown). A fully convolutional finder reads a longer
+    #: cube in windows of this many channels: its input is a maximum over channels, and the
+    #: maximum of noise over more channels than it was trained on looks like sources to it.
+    channels: int = 0
     format: int = PIPELINE_FORMAT
 
     def write(self, folder: Path) -> None:
@@ -168,15 +172,20 @@ class AlmaSourceFinder:
 
         A fully convolutional finder (``filter_widths`` in the configuration) reads the
         matched-filtered images of the cube (:func:`~mlsky.alma.finder.inputs.matched_filter_images`)
-        in one pass; ``window`` does not apply. For the paper's finder, with ``window`` (default: the configuration's) > 0, Blobs Finder also reads images
+        in one pass, or, for a cube longer than its training cubes (``channels`` in the
+        configuration), of each window of that many channels (overlapping by a quarter), keeping
+        the largest probability; ``window`` does not apply. For the paper's finder, with ``window`` (default: the configuration's) > 0, Blobs Finder also reads images
         integrated over windows of that many channels (overlapping by a quarter), and the map keeps the
         largest probability: a narrow line summed over the whole band is diluted by its empty
         channels, and a window gives it back its contrast. ``window=0`` is the paper's
         full-band integration only.
         """
         if self.config_.filter_widths:
-            planes = matched_filter_images(cube, self.config_.filter_widths)
-            prob = probability_map_fcn(self.blobs_finder_, planes, self.device_)
+            span = self.config_.channels
+            starts = tiles(cube.data.shape[0], span) if span > 0 else [0]
+            prob = np.max([probability_map_fcn(self.blobs_finder_, matched_filter_images(
+                cube.channels(z, z + span) if span > 0 else cube, self.config_.filter_widths), self.device_)
+                for z in starts], axis=0)
             prob[cube.blank] = 0.0
             return prob
         window = self.config_.window if window is None else window

@@ -475,7 +475,8 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
 
     config = PipelineConfig(input_size=plan.input_size, cutout=plan.cutout,
                             pixel_scale_arcsec=first.pixel_scale_arcsec, channel_width_hz=first.channel_width_hz,
-                            scale=get_scale(), blobs_model=plan.blobs_model, filter_widths=list(plan.filter_widths))
+                            scale=get_scale(), blobs_model=plan.blobs_model, filter_widths=list(plan.filter_widths),
+                            channels=int(plan.shape[0]))
     if distributed.is_main():  # the thresholds are tuned once, while the other ranks wait
         config.write(out)
         history["thresholds"] = tune_thresholds(out, val_cubes, measure="battery" if plan.battery else "fit")
