@@ -5,7 +5,7 @@
      here: decode and resize the whole image in one process (``map_coordinates`` on the full
      image), then fp32 NCHW inference in batches of 8;
    - *new path*: ``FeatureExtractor`` with its defaults (channels_last; folded batch norms; fp32
-     on a CPU; DataLoader workers decoding while the network runs; batches of 4 on a CPU), with
+     on a CPU; DataLoader workers decoding on spare cores; batches of 4 on a CPU), with
      ``precision="bf16"`` (bf16 from stage 3) where the CPU has native bf16, and with
      ``compile=True`` when asked.
    The features are checked against each other (cosine, top-k neighbours), and each path's

@@ -584,3 +584,13 @@ def test_batch_size_auto_is_small_on_a_cpu_and_checked():
     assert FeatureExtractor(backbone="tf_efficientnet_lite0", batch_size=6).fit().batch_size_ == 6
     with pytest.raises(ValueError, match="batch size big"):
         FeatureExtractor(batch_size="big").fit()
+
+
+def test_decoding_workers_give_the_features_of_the_main_process(cutout_folder):
+    """DataLoader workers (used where cores are spare) decode exactly what the main process does."""
+    folder, _, _ = cutout_folder
+    paths = list_images(folder)
+    here = FeatureExtractor(backbone="tf_efficientnet_lite0", num_workers=0, cache=False).extract(paths)
+    workers = FeatureExtractor(backbone="tf_efficientnet_lite0", num_workers=2, cache=False).extract(paths)
+    assert here.ids == workers.ids
+    np.testing.assert_array_equal(here.features, workers.features)

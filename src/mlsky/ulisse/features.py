@@ -10,7 +10,8 @@ convolutions (:func:`fold_batch_norms`: exact to rounding, and on a 2-core CPU 1
 unfolded), on a CPU in batches of 4 images, whose activations stay in the processor's caches
 (2.4x faster than batches of 32). Where the processor computes bfloat16 natively (AVX-512 BF16, AMX, or a recent GPU),
 the stages from :data:`BF16_FROM_STAGE` on can run under bf16 autocast (the default on a GPU); decoding
-and resizing run in :class:`torch.utils.data.DataLoader` workers, overlapped with inference.
+and resizing run in :class:`torch.utils.data.DataLoader` workers on the cores the network's
+threads leave spare, overlapped with inference.
 ``compile=True`` adds ``torch.compile`` (faster per image once compiled, after half a minute of
 compiling: worth it for tens of thousands of images).
 
@@ -381,7 +382,8 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
         Run the network in NHWC layout (the fast one for oneDNN's CPU convolutions).
     num_workers
         DataLoader processes that decode and resize while the network runs; ``"auto"``: one
-        per spare core (at least one, none for fewer than four batches).
+        per core the network's threads leave spare (none for fewer than
+        :data:`MIN_IMAGES_FOR_WORKERS` images).
     compile
         ``torch.compile`` the network (frozen weights). Faster per image, after a one-off
         compilation of about half a minute: worth it for tens of thousands of images.
@@ -531,7 +533,9 @@ class FeatureExtractor(BaseEstimator, TransformerMixin):
             return int(self.num_workers)
         if n_images < MIN_IMAGES_FOR_WORKERS:
             return 0  # starting a process costs more than it saves
-        return max(1, min(4, (os.cpu_count() or 1) - torch.get_num_threads()))
+        # Only spare cores: a worker that shares a core with the network's threads slows both
+        # (2 cores, 2 threads: 104 img/s decoding in the main process, 85 with one worker).
+        return max(0, min(4, (os.cpu_count() or 1) - torch.get_num_threads()))
 
     def _compute(self, paths: list[Path], bar) -> tuple[dict[str, list[np.ndarray]], dict[str, str]]:
         """Features of image files (key -> one row per layer) and reasons for the unreadable ones."""
