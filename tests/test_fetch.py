@@ -196,6 +196,15 @@ def test_cutout_fetch_keeps_the_rate(fake_sdss, tmp_path):
 
 
 # --- item 6 and "Done when": an interrupted fetch resumes; nothing half-written is left --------
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt here, as in a terminal, even where pytest was started in
+    the background (a shell's ``cmd &`` starts Python with SIGINT ignored, and Python keeps it so)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_when(condition, timeout=20.0):
     def watch():
         deadline = time.monotonic() + timeout
@@ -208,7 +217,7 @@ def _interrupt_when(condition, timeout=20.0):
     return thread
 
 
-def test_ctrl_c_keeps_whole_files_and_a_new_fetch_resumes(fake_sdss, tmp_path, monkeypatch):
+def test_ctrl_c_keeps_whole_files_and_a_new_fetch_resumes(fake_sdss, tmp_path, monkeypatch, ctrl_c):
     monkeypatch.setenv("MLSKY_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("MLSKY_DATA_DIR", raising=False)
     staging = data.staging_dir("galaxyzoo1")
@@ -314,7 +323,7 @@ def test_cli_data_fetch(fake_sdss, tmp_path, monkeypatch, capsys):
     assert "has no online source" in capsys.readouterr().err
 
 
-def test_cli_fetch_interrupted_by_ctrl_c_resumes(fake_sdss, tmp_path, monkeypatch, capsys):
+def test_cli_fetch_interrupted_by_ctrl_c_resumes(fake_sdss, tmp_path, monkeypatch, capsys, ctrl_c):
     monkeypatch.setenv("MLSKY_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("MLSKY_DATA_DIR", raising=False)
     images = data.staging_dir("galaxyzoo1") / "images"
