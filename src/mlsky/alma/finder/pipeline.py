@@ -35,6 +35,7 @@ from scipy import ndimage
 
 from mlsky.alma.finder.catalogue import finish_catalogue
 from mlsky.alma.finder.cube import Cube, as_cube, resample
+from mlsky.alma.finder.deblend import split_blend, subtract
 from mlsky.alma.finder.inputs import (
     battery_input,
     box_spectrum,
@@ -48,6 +49,7 @@ from mlsky.alma.finder.inputs import (
 )
 from mlsky.alma.finder.measure import measure_source
 from mlsky.alma.finder.models.checkpoint import load_checkpoint
+from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 from mlsky.config import get_device, get_scale
 from mlsky.data import cache_dir
 
@@ -132,6 +134,10 @@ class AlmaSourceFinder:
         How a detection is characterised: ``"fit"`` (default) measures position, shape, line
         and flux on the cube (:func:`~mlsky.alma.finder.measure.measure_source`);
         ``"battery"`` is the paper's ResNet battery, with the detector's position and line.
+    deblend
+        With ``measure="fit"``, split a detection that is a pair of sources closer than a beam
+        (:func:`~mlsky.alma.finder.deblend.split_blend`) into two, each measured on the cube
+        with the other's fitted model taken out, and flagged ``deblend``.
 
     Attributes
     ----------
@@ -147,10 +153,11 @@ class AlmaSourceFinder:
     >>> catalogue = finder.predict("cube.fits")            # doctest: +SKIP
     """
 
-    def __init__(self, weights: str | os.PathLike, device=None, measure: str = "fit"):
+    def __init__(self, weights: str | os.PathLike, device=None, measure: str = "fit", deblend: bool = True):
         self.weights = weights
         self.device = device
         self.measure = measure
+        self.deblend = deblend
 
     def load(self) -> "AlmaSourceFinder":
         """Read the configuration and the checkpoints; checks every model's name and version."""
@@ -250,6 +257,22 @@ class AlmaSourceFinder:
             })
         return params
 
+    def split(self, cube: Cube, rows: list[dict]) -> list[tuple[dict, Cube]]:
+        """Each detection with the cube to measure it on: a close pair becomes two detections,
+        each on the cube without the other's fitted model."""
+        out = []
+        n_chan = cube.data.shape[0]
+        for row in rows:
+            parts = split_blend(cube, row["x"], row["y"], row["z0"], row["z1"])
+            if len(parts) == 1:
+                out.append((row, cube))
+                continue
+            for part, other in zip(parts, parts[::-1]):
+                z0, z1 = part.channels(n_chan)
+                out.append((dict(row, x=part.x, y=part.y, z=part.z, z0=z0, z1=z1, fwhm_z=part.sigma_z * FWHM_PER_SIGMA,
+                                 deblend=True), subtract(cube, other)))
+        return out
+
     def detections(self, box, spec: np.ndarray, gru_prob: np.ndarray, threshold: float | None = None) -> list[dict]:
         """One detection per emission range of a box: position, channel centre, range, deblend flag."""
         threshold = self.config_.gru_threshold if threshold is None else threshold
@@ -271,7 +294,12 @@ class AlmaSourceFinder:
         rows = []
         for box in self.boxes(self.probability(work)):
             rows += self.detections(box, *self.focus(work, box))
-        params = self.characterise(work, [(r["x"], r["y"], r["z0"], r["z1"]) for r in rows])
+        if self.deblend and self.measure == "fit":
+            found = self.split(work, rows)
+            rows = [row for row, _ in found]
+            params = [measure_source(c, r["x"], r["y"], r["z0"], r["z1"]) for r, c in found]
+        else:
+            params = self.characterise(work, [(r["x"], r["y"], r["z0"], r["z1"]) for r in rows])
         return finish_catalogue([{**r, **p} for r, p in zip(rows, params)], original, factors)
 
 
