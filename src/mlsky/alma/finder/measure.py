@@ -11,6 +11,10 @@ regressor generalises:
    linear least squares -- the optimal extraction of a known profile in white noise -- which
    gives the flux-density spectrum; a Gaussian line fitted to it gives the line centre, its FWHM
    and the flux density at the line peak.
+   Steps 1 and 2 then run once more with the channels weighted by that fitted line instead of
+   summed over the detector's range: the best weighting of a known line in independent channel
+   noise. On lone simulated sources of SNR > 5 this brings the size residuals to those of a fit
+   told the true position and line (``benchmarks/alma_sizes.py``).
 3. **Primary beam.** The flux is divided by the ALMA 12 m primary beam at the source's distance
    from the pointing centre (the cube's reference pixel): dirty cubes are not primary-beam
    corrected.
@@ -149,10 +153,35 @@ def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: b
     half = int(np.ceil(1.5 * bmaj_pix))
     xi, yi = int(round(x)), int(round(y))
     ys, xs = slice(max(yi - half, 0), min(yi + half + 1, ny)), slice(max(xi - half, 0), min(xi + half + 1, nx))
+    # First pass: the channels of the detection, each in units of its noise, summed.
+    weights = np.zeros(n_chan)
+    weights[z0:z1] = 1.0
+    fit, line = _fit_image_and_line(cube, x, y, ys, xs, weights, z0, z1, bmaj_pix)
+    # Second pass: the channels weighted by the fitted line itself, the best weighting of a known
+    # profile in independent noise; the boxcar of the detector's range adds noise channels.
+    if line["fwhm_z"] > 0 and line["peak"] > 0:
+        sigma_z = line["fwhm_z"] / FWHM_PER_SIGMA
+        profile = np.exp(-0.5 * ((np.arange(n_chan) - line["z"]) / sigma_z) ** 2)
+        profile[profile < 1e-3] = 0.0
+        fit, line = _fit_image_and_line(cube, float(fit.x_mean.value), float(fit.y_mean.value), ys, xs, profile,
+                                        z0, z1, bmaj_pix)
+    sx, sy = float(fit.x_stddev.value), float(fit.y_stddev.value)
+    pa_pix = np.degrees(float(fit.theta.value)) % 180.0
+    fwhm_x, fwhm_y, pa = _deconvolve(sx * FWHM_PER_SIGMA, sy * FWHM_PER_SIGMA, pa_pix, beam, pix)
+    flux = line["peak"] / (pb_gain(cube, fit.x_mean.value, fit.y_mean.value) if pbcor else 1.0)
+    return {"x": float(fit.x_mean.value), "y": float(fit.y_mean.value), "fwhm_x": fwhm_x, "fwhm_y": fwhm_y,
+            "pa_deg": pa, "z": line["z"], "fwhm_z": line["fwhm_z"], "flux": flux}
+
+
+def _fit_image_and_line(cube: Cube, x: float, y: float, ys: slice, xs: slice, weights: np.ndarray, z0: int, z1: int,
+                        bmaj_pix: float) -> tuple[models.Gaussian2D, dict[str, float]]:
+    """A 2-D Gaussian fitted to the channels combined with ``weights`` (in noise units, so the
+    image's noise is 1), and the line fitted to the optimal-extraction spectrum of that profile."""
     yy, xx = np.mgrid[ys, xs]
-    # Noise-weighted: sum of channels in units of their noise, so noisy channels count less.
-    image = cube.snr[z0:z1, ys, xs].sum(axis=0) / np.sqrt(z1 - z0)
+    used = np.flatnonzero(weights)
+    image = np.tensordot(weights[used], cube.snr[used, ys, xs], axes=1) / np.sqrt(np.sum(weights[used] ** 2))
     sigma_beam = bmaj_pix / FWHM_PER_SIGMA
+    xi, yi = int(round(x)), int(round(y))
     peak = float(image[min(max(yi - ys.start, 0), image.shape[0] - 1), min(max(xi - xs.start, 0), image.shape[1] - 1)])
     start = models.Gaussian2D(amplitude=max(peak, 1.0), x_mean=x, y_mean=y, x_stddev=sigma_beam, y_stddev=sigma_beam,
                               theta=0.0, bounds={"x_mean": (x - bmaj_pix, x + bmaj_pix), "y_mean": (y - bmaj_pix, y + bmaj_pix),
@@ -162,19 +191,13 @@ def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: b
         # A faint source may not converge: its fit is still the best estimate there is.
         warnings.simplefilter("ignore", AstropyUserWarning)
         fit = fitting.TRFLSQFitter()(start, xx, yy, image)
-    sx, sy = float(fit.x_stddev.value), float(fit.y_stddev.value)
-    pa_pix = np.degrees(float(fit.theta.value)) % 180.0
-    fwhm_x, fwhm_y, pa = _deconvolve(sx * FWHM_PER_SIGMA, sy * FWHM_PER_SIGMA, pa_pix, beam, pix)
     # Optimal extraction of the fitted (convolved) profile, channel by channel: Jy at each channel.
     profile = fit.copy()
     profile.amplitude = 1.0
     p = profile(xx, yy)
     amp = np.tensordot(cube.data[:, ys, xs], p, axes=([1, 2], [0, 1])) / float((p * p).sum())
     spectrum = amp * float(p.sum()) / cube.beam_area_pix
-    line = _fit_line(spectrum, z0, z1)
-    flux = line["peak"] / (pb_gain(cube, fit.x_mean.value, fit.y_mean.value) if pbcor else 1.0)
-    return {"x": float(fit.x_mean.value), "y": float(fit.y_mean.value), "fwhm_x": fwhm_x, "fwhm_y": fwhm_y,
-            "pa_deg": pa, "z": line["z"], "fwhm_z": line["fwhm_z"], "flux": flux}
+    return fit, _fit_line(spectrum, z0, z1)
 
 
 def _fit_line(spectrum: np.ndarray, z0: int, z1: int) -> dict[str, float]:
