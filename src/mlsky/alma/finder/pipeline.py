@@ -10,6 +10,10 @@ The pipeline of Delli Veneri et al. (2023), in three steps:
 3. The **ResNet battery** regresses FWHMx, FWHMy, position angle and flux from a cutout
    integrated over the emission range.
 
+The finder that ships with mlsky measures each detection on the cube instead of with the
+battery (:mod:`~mlsky.alma.finder.measure`), after splitting close pairs
+(:mod:`~mlsky.alma.finder.deblend`).
+
 Any cube size works: the integrated image is zero-padded or tiled to the network's input, and
 a cube with another pixel scale or channel width than the training cubes is resampled to
 them first (both read from the WCS). NaN-blanked voxels count as empty sky.
