@@ -27,11 +27,12 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -121,6 +122,11 @@ class PipelineConfig:
 
 #: The ways a detection can be characterised (see :class:`AlmaSourceFinder`).
 MEASURES = ("fit", "battery")
+#: The thresholds :meth:`AlmaSourceFinder.fit` tries by default.
+THRESHOLD_GRID = {
+    "blob_threshold": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    "gru_threshold": (0.2, 0.3, 0.5, 0.7),
+}
 #: The ResNets of the battery: name -> outputs (the angle is regressed as cos/sin of 2 pa).
 BATTERY = {"fwhm_x": 1, "fwhm_y": 1, "pa": 2, "flux": 1}
 
@@ -289,23 +295,81 @@ class AlmaSourceFinder:
                              deblend=len(ranges) > 1))
         return rows
 
+    def catalogue(self, cube: Cube, prob: np.ndarray, blob_threshold: float | None = None,
+                  gru_threshold: float | None = None, memo: dict | None = None) -> list[dict]:
+        """The measured detections of a (resampled) cube from its probability map, at the given
+        thresholds (default: the configuration's).
+
+        ``memo`` (one dict per cube and map) keeps each box's Deep GRU output and each
+        detection's measurement between calls, so that a threshold scan runs every network
+        and fit once per box or detection.
+        """
+        memo = {} if memo is None else memo
+        rows = []
+        for box in self.boxes(prob, blob_threshold):
+            if box not in memo:
+                memo[box] = self.focus(cube, box)
+            for row in self.detections(box, *memo[box], threshold=gru_threshold):
+                key = (row["x"], row["y"], row["z0"], row["z1"], row["deblend"])
+                if key not in memo:
+                    memo[key] = self._measured(cube, row)
+                rows += memo[key]
+        return rows
+
+    def _measured(self, cube: Cube, row: dict) -> list[dict]:
+        """A detection measured (split first when deblending): one row, or two for a pair."""
+        if self.deblend and self.measure == "fit":
+            return [{**r, **measure_source(c, r["x"], r["y"], r["z0"], r["z1"])} for r, c in self.split(cube, [row])]
+        return [{**row, **self.characterise(cube, [(row["x"], row["y"], row["z0"], row["z1"])])[0]}]
+
+    def fit(self, cubes: Sequence, param_grid: dict[str, Sequence] | None = None) -> "AlmaSourceFinder":
+        """Choose the thresholds with the best F1 (then mean IoU) on cubes with truth tables,
+        matched strictly (:func:`mlsky.alma.metrics.evaluate`'s default), as the peers'
+        ``fit`` chooses theirs.
+
+        ``param_grid`` maps ``blob_threshold``, ``gru_threshold`` and ``window`` (the paper's
+        finder only) to the values to try; default :data:`THRESHOLD_GRID`, at the
+        configuration's window. The networks run once per cube and window; the chosen values
+        replace the configuration's in memory (the weights folder is not written).
+
+        Sets ``best_params_``, ``best_score_`` (the scores of :func:`~mlsky.alma.metrics.evaluate`)
+        and ``scan_`` (a Table with every combination's scores).
+        """
+        from mlsky.alma.metrics import evaluate
+
+        if not hasattr(self, "config_"):
+            self.load()
+        grid = {**THRESHOLD_GRID, "window": (self.config_.window,), **(param_grid or {})}
+        unknown = set(grid) - {"blob_threshold", "gru_threshold", "window"}
+        if unknown:
+            raise ValueError(f"param_grid: unknown parameter(s) {sorted(unknown)}; "
+                             "use blob_threshold, gru_threshold, window")
+        originals = [c if isinstance(c, Cube) else as_cube(c) for c in cubes]
+        truths = [c.truth for c in cubes]
+        works = [resample(c, self.config_.pixel_scale_arcsec, self.config_.channel_width_hz) for c in originals]
+        scan = []
+        for window in grid["window"]:
+            probs = [self.probability(work, window) for work, _ in works]
+            memos = [{} for _ in works]
+            for bt, gt in itertools.product(grid["blob_threshold"], grid["gru_threshold"]):
+                catalogues = [finish_catalogue(self.catalogue(work, prob, bt, gt, memo), original, factors)
+                              for (work, factors), prob, memo, original in zip(works, probs, memos, originals)]
+                scores, _ = evaluate(truths, catalogues)
+                scan.append({"window": window, "blob_threshold": bt, "gru_threshold": gt, **scores})
+        best = max(scan, key=lambda s: (s["f1"], s["mean_iou"]))
+        self.best_params_ = {k: best[k] for k in ("window", "blob_threshold", "gru_threshold")}
+        self.best_score_ = {k: v for k, v in best.items() if k not in self.best_params_}
+        self.scan_ = Table(rows=scan)
+        self.config_ = replace(self.config_, **self.best_params_)
+        return self
+
     def predict(self, cube: Any) -> Table:
         """The catalogue of the sources in a cube (path, HDU, SimulatedCube or Cube)."""
         if not hasattr(self, "config_"):
             self.load()
         original = cube if isinstance(cube, Cube) else as_cube(cube)
         work, factors = resample(original, self.config_.pixel_scale_arcsec, self.config_.channel_width_hz)
-        rows = []
-        for box in self.boxes(self.probability(work)):
-            rows += self.detections(box, *self.focus(work, box))
-        if self.deblend and self.measure == "fit":
-            found = self.split(work, rows)
-            rows = [row for row, _ in found]
-            params = [measure_source(c, r["x"], r["y"], r["z0"], r["z1"]) for r, c in found]
-        else:
-            params = self.characterise(work, [(r["x"], r["y"], r["z0"], r["z1"]) for r in rows])
-        return finish_catalogue([{**r, **p} for r, p in zip(rows, params)], original, factors)
-
+        return finish_catalogue(self.catalogue(work, self.probability(work)), original, factors)
 
 
 def detect(cube: Any, weights: str | os.PathLike | None = None, device=None) -> Table:

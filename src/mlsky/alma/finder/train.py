@@ -34,7 +34,7 @@ from mlsky.alma.finder.cube import Cube, as_cube
 from mlsky.alma.finder.inputs import FILTER_WIDTHS, battery_input, box_spectrum, integrated_image, matched_filter_images
 from mlsky.alma.finder.models import create_model
 from mlsky.alma.finder.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from mlsky.alma.finder.pipeline import BATTERY, AlmaSourceFinder, PipelineConfig, default_weights_dir
+from mlsky.alma.finder.pipeline import BATTERY, THRESHOLD_GRID, AlmaSourceFinder, PipelineConfig, default_weights_dir
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA, canonical_shape
 from mlsky.config import by_scale, get_device, get_scale, progress_options, seed_everything
 
@@ -485,54 +485,27 @@ def train_pipeline(out: str | os.PathLike | None = None, *, plan: TrainingPlan |
 
 
 def tune_thresholds(weights: str | os.PathLike, val_cubes: Sequence,
-                    blob_thresholds: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-                    gru_thresholds: Sequence[float] = (0.2, 0.3, 0.5, 0.7),
+                    blob_thresholds: Sequence[float] = THRESHOLD_GRID["blob_threshold"],
+                    gru_thresholds: Sequence[float] = THRESHOLD_GRID["gru_threshold"],
                     windows: Sequence[int] | None = None, measure: str = "fit") -> list[dict]:
     """Choose Blobs Finder's and Deep GRU's thresholds, and Blobs Finder's spectral window,
-    for the best F1 on validation cubes.
+    for the best F1 on validation cubes (:meth:`AlmaSourceFinder.fit`), and write them to
+    ``pipeline.json``; returns every point's scores.
 
     ``windows`` defaults to 0 (the paper's full-band image only) and a quarter of the band for
     the paper's finder, and to 0 for the fully convolutional one (it reads matched-filtered
     images instead). ``measure`` is how detections are characterised (see
-    :class:`~mlsky.alma.finder.pipeline.AlmaSourceFinder`).
-    Each network runs once per cube (or box) and window; only the thresholds change across the
-    grid. The chosen values are written to ``pipeline.json``; returns every point's scores.
+    :class:`~mlsky.alma.finder.pipeline.AlmaSourceFinder`); the scan does not deblend, so that
+    deblending, which comes after, cannot pull the detection thresholds towards pairs.
     """
-    from mlsky.alma.finder.catalogue import finish_catalogue
-    from mlsky.alma.metrics import evaluate
-
     folder = Path(weights)
-    finder = AlmaSourceFinder(folder, measure=measure).load()
-    cubes = [as_cube(c) for c in val_cubes]
-    truths = [c.truth for c in val_cubes]
-    n_chan = cubes[0].data.shape[0]
+    finder = AlmaSourceFinder(folder, measure=measure, deblend=False).load()
     if windows is None:
+        n_chan = as_cube(val_cubes[0]).data.shape[0]
         windows = (0,) if finder.config_.filter_widths else (0, max(n_chan // 4, 4))
-    focused: dict = {}
-    characterised: dict = {}
-    scan = []
-    for window in windows:
-        probs = [finder.probability(c, window) for c in cubes]
-        for bt in blob_thresholds:
-            boxes = [finder.boxes(p, bt) for p in probs]
-            for gt in gru_thresholds:
-                catalogues = []
-                for k, cube in enumerate(cubes):
-                    rows = []
-                    for box in boxes[k]:
-                        if (k, box) not in focused:
-                            focused[k, box] = finder.focus(cube, box)
-                        rows += finder.detections(box, *focused[k, box], threshold=gt)
-                    for r in rows:
-                        key = (k, r["x"], r["y"], r["z0"], r["z1"])
-                        if key not in characterised:
-                            characterised[key] = finder.characterise(cube, [key[1:]])[0]
-                        r.update(characterised[key])
-                    catalogues.append(finish_catalogue(rows, cube))
-                scores, _ = evaluate(truths, catalogues)
-                scan.append({"window": window, "blob_threshold": bt, "gru_threshold": gt, **scores})
-    best = max(scan, key=lambda s: (s["f1"], s["mean_iou"]))
+    finder.fit(val_cubes, {"window": windows, "blob_threshold": blob_thresholds, "gru_threshold": gru_thresholds})
     config = PipelineConfig.read(folder)
-    config.window, config.blob_threshold, config.gru_threshold = best["window"], best["blob_threshold"], best["gru_threshold"]
+    config.window, config.blob_threshold, config.gru_threshold = (
+        finder.best_params_[k] for k in ("window", "blob_threshold", "gru_threshold"))
     config.write(folder)
-    return scan
+    return [dict(zip(finder.scan_.colnames, row)) for row in finder.scan_.iterrows()]
