@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -123,20 +124,38 @@ def detect(args: argparse.Namespace) -> int:
     from mlsky.alma.io import check_catalogue_path, write_catalogue
 
     output = check_catalogue_path(args.output, overwrite=args.overwrite)
-    catalogue = run_pipeline(args.cube, weights=args.weights)
+    catalogue = run_pipeline(args.cube, weights=args.weights, false_alarms=args.false_alarms)
     write_catalogue(catalogue, output)
     print(f"{len(catalogue)} sources -> {output}")
     return 0
 
 
+def false_alarms_arg(text: str) -> float | None:
+    """``--false-alarms``: a positive number, or ``none``."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number, or none to keep every candidate")
+    return value
+
+
 def add_detect(sub) -> None:
     """Add ``mlsky alma detect``."""
+    from mlsky.alma.finder.pipeline import FALSE_ALARMS
+
     p = sub.add_parser("detect", help="find and characterise the sources of a FITS cube",
                        description=detect.__doc__.splitlines()[0])
     p.add_argument("cube", type=Path, help="dirty cube (FITS with RA/Dec/FREQ WCS)")
     p.add_argument("-o", "--output", type=Path, required=True, help="catalogue to write (.ecsv, .fits, .csv, .vot)")
     p.add_argument("--weights", type=Path, default=None,
                    help="folder written by `mlsky alma train` (default: the weights shipped with mlsky)")
+    p.add_argument("--false-alarms", type=false_alarms_arg, default=FALSE_ALARMS, metavar="N",
+                   help="keep a detection when the cube should hold at most N noise detections as significant, "
+                        f"judged on the negated cube (default {FALSE_ALARMS}; none keeps every candidate)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
     p.set_defaults(func=detect)
 

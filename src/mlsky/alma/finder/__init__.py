@@ -5,6 +5,9 @@
 - :mod:`~mlsky.alma.finder.models` -- Blobs Finder, Deep GRU and the ResNet battery, by name,
   with checkpoint I/O beside the registry;
 - :mod:`~mlsky.alma.finder.pipeline` -- :class:`AlmaSourceFinder` and :func:`detect`;
+- :mod:`~mlsky.alma.finder.reliability` -- the candidates judged against the negated cube's;
+- :mod:`~mlsky.alma.finder.measure` and :mod:`~mlsky.alma.finder.deblend` -- each detection
+  measured on the cube, close pairs split;
 - :mod:`~mlsky.alma.finder.catalogue` -- the catalogue every finder writes;
 - :mod:`~mlsky.alma.finder.train` -- training the three networks, with resumable checkpoints;
 - :mod:`~mlsky.alma.finder.data` -- training cubes streamed from a simulated set's shards;

@@ -10,9 +10,10 @@ The pipeline of Delli Veneri et al. (2023), in three steps:
 3. The **ResNet battery** regresses FWHMx, FWHMy, position angle and flux from a cutout
    integrated over the emission range.
 
-The finder that ships with mlsky measures each detection on the cube instead of with the
-battery (:mod:`~mlsky.alma.finder.measure`), after splitting close pairs
-(:mod:`~mlsky.alma.finder.deblend`).
+The finder that ships with mlsky keeps the candidates that the noise alone would not give, as
+judged from the networks' candidates on the negated cube (:mod:`~mlsky.alma.finder.reliability`),
+and measures each on the cube instead of with the battery (:mod:`~mlsky.alma.finder.measure`),
+after splitting close pairs (:mod:`~mlsky.alma.finder.deblend`).
 
 Any cube size works: the integrated image is zero-padded or tiled to the network's input, and
 a cube with another pixel scale or channel width than the training cubes is resampled to
@@ -53,6 +54,7 @@ from mlsky.alma.finder.inputs import (
     tiles,
 )
 from mlsky.alma.finder.measure import measure_source
+from mlsky.alma.finder.reliability import expected_false, negated, significance
 from mlsky.alma.finder.models.checkpoint import load_checkpoint
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 from mlsky.config import get_device, get_scale
@@ -127,6 +129,9 @@ THRESHOLD_GRID = {
     "blob_threshold": (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     "gru_threshold": (0.2, 0.3, 0.5, 0.7),
 }
+#: The default ``false_alarms`` of :class:`AlmaSourceFinder`, chosen on simulated development
+#: cubes (:mod:`~mlsky.alma.finder.reliability`).
+FALSE_ALARMS = 0.02
 #: The ResNets of the battery: name -> outputs (the angle is regressed as cos/sin of 2 pa).
 BATTERY = {"fwhm_x": 1, "fwhm_y": 1, "pa": 2, "flux": 1}
 
@@ -148,6 +153,12 @@ class AlmaSourceFinder:
         With ``measure="fit"``, split a detection that is a pair of sources closer than a beam
         (:func:`~mlsky.alma.finder.deblend.split_blend`) into two, each measured on the cube
         with the other's fitted model taken out, and flagged ``deblend``.
+    false_alarms
+        Keep a candidate when the cube should hold at most this many noise detections as
+        significant as it, as counted by the same networks on the negated cube
+        (:func:`~mlsky.alma.finder.reliability.expected_false`); ``None`` keeps every candidate,
+        as the paper's pipeline does. The catalogue gives each detection's ``snr`` and
+        ``n_false``.
 
     Attributes
     ----------
@@ -163,16 +174,20 @@ class AlmaSourceFinder:
     >>> catalogue = finder.predict("cube.fits")            # doctest: +SKIP
     """
 
-    def __init__(self, weights: str | os.PathLike, device=None, measure: str = "fit", deblend: bool = True):
+    def __init__(self, weights: str | os.PathLike, device=None, measure: str = "fit", deblend: bool = True,
+                 false_alarms: float | None = FALSE_ALARMS):
         self.weights = weights
         self.device = device
         self.measure = measure
         self.deblend = deblend
+        self.false_alarms = false_alarms
 
     def load(self) -> "AlmaSourceFinder":
         """Read the configuration and the checkpoints; checks every model's name and version."""
         if self.measure not in MEASURES:
             raise ValueError(f"measure={self.measure!r}; use one of {', '.join(MEASURES)}")
+        if self.false_alarms is not None and not (np.isfinite(self.false_alarms) and self.false_alarms > 0):
+            raise ValueError(f"false_alarms={self.false_alarms!r}; give a positive number, or None to keep every candidate")
         folder = Path(self.weights)
         self.device_ = self.device or get_device()
         self.config_ = PipelineConfig.read(folder)
@@ -295,26 +310,55 @@ class AlmaSourceFinder:
                              deblend=len(ranges) > 1))
         return rows
 
-    def catalogue(self, cube: Cube, prob: np.ndarray, blob_threshold: float | None = None,
-                  gru_threshold: float | None = None, memo: dict | None = None) -> list[dict]:
-        """The measured detections of a (resampled) cube from its probability map, at the given
-        thresholds (default: the configuration's).
-
-        ``memo`` (one dict per cube and map) keeps each box's Deep GRU output and each
-        detection's measurement between calls, so that a threshold scan runs every network
-        and fit once per box or detection.
-        """
+    def candidates(self, cube: Cube, prob: np.ndarray, blob_threshold: float | None = None,
+                   gru_threshold: float | None = None, memo: dict | None = None) -> list[dict]:
+        """The detections of Blobs Finder and Deep GRU, before any measurement, each with its
+        :func:`~mlsky.alma.finder.reliability.significance` ``snr``."""
         memo = {} if memo is None else memo
         rows = []
         for box in self.boxes(prob, blob_threshold):
             if box not in memo:
                 memo[box] = self.focus(cube, box)
             for row in self.detections(box, *memo[box], threshold=gru_threshold):
-                key = (row["x"], row["y"], row["z0"], row["z1"], row["deblend"])
+                key = ("snr", row["x"], row["y"], row["z0"], row["z1"])
                 if key not in memo:
-                    memo[key] = self._measured(cube, row)
-                rows += memo[key]
+                    memo[key] = significance(cube, row["x"], row["y"], row["z0"], row["z1"])
+                rows.append({**row, "snr": memo[key]})
         return rows
+
+    def catalogue(self, cube: Cube, prob: np.ndarray, blob_threshold: float | None = None,
+                  gru_threshold: float | None = None, memo: dict | None = None,
+                  negated_prob: np.ndarray | None = None) -> list[dict]:
+        """The measured detections of a (resampled) cube from its probability map, at the given
+        thresholds (default: the configuration's).
+
+        With ``false_alarms``, ``negated_prob`` is the map of the negated cube; each candidate
+        gets ``n_false``, the noise detections the cube should hold at its significance, and
+        those with more than ``false_alarms`` are dropped before they are measured.
+
+        ``memo`` (one dict per cube and map) keeps each box's Deep GRU output and each
+        detection's measurement between calls, so that a threshold scan runs every network
+        and fit once per box or detection.
+        """
+        memo = {} if memo is None else memo
+        rows = self.candidates(cube, prob, blob_threshold, gru_threshold, memo)
+        if self.false_alarms is not None:
+            if negated_prob is None:
+                raise ValueError("false_alarms needs the negated cube's probability map (negated_prob)")
+            if "negated" not in memo:
+                memo["negated"] = (negated(cube), {})
+            negated_cube, negated_memo = memo["negated"]
+            noise = self.candidates(negated_cube, negated_prob, blob_threshold, gru_threshold, negated_memo)
+            n_false = expected_false([r["snr"] for r in rows], [r["snr"] for r in noise]) if rows else []
+            rows = [{**r, "n_false": float(n)} for r, n in zip(rows, n_false) if n <= self.false_alarms]
+        out = []
+        for row in rows:
+            key = (row["x"], row["y"], row["z0"], row["z1"], row["deblend"])
+            if key not in memo:
+                memo[key] = self._measured(cube, row)
+            # n_false depends on the thresholds: the memo's rows keep the first call's.
+            out += [{**m, **{k: row[k] for k in ("snr", "n_false") if k in row}} for m in memo[key]]
+        return out
 
     def _measured(self, cube: Cube, row: dict) -> list[dict]:
         """A detection measured (split first when deblending): one row, or two for a pair."""
@@ -349,11 +393,13 @@ class AlmaSourceFinder:
         works = [resample(c, self.config_.pixel_scale_arcsec, self.config_.channel_width_hz) for c in originals]
         scan = []
         for window in grid["window"]:
-            probs = [self.probability(work, window) for work, _ in works]
+            maps = [self.maps(work, window) for work, _ in works]
             memos = [{} for _ in works]
             for bt, gt in itertools.product(grid["blob_threshold"], grid["gru_threshold"]):
-                catalogues = [finish_catalogue(self.catalogue(work, prob, bt, gt, memo), original, factors)
-                              for (work, factors), prob, memo, original in zip(works, probs, memos, originals)]
+                catalogues = [_table(self.catalogue(work, prob, bt, gt, memo, negated_prob), original, factors,
+                                     self.false_alarms is not None)
+                              for (work, factors), (prob, negated_prob), memo, original
+                              in zip(works, maps, memos, originals)]
                 scores, _ = evaluate(truths, catalogues)
                 scan.append({"window": window, "blob_threshold": bt, "gru_threshold": gt, **scores})
         best = max(scan, key=lambda s: (s["f1"], s["mean_iou"]))
@@ -369,10 +415,31 @@ class AlmaSourceFinder:
             self.load()
         original = cube if isinstance(cube, Cube) else as_cube(cube)
         work, factors = resample(original, self.config_.pixel_scale_arcsec, self.config_.channel_width_hz)
-        return finish_catalogue(self.catalogue(work, self.probability(work)), original, factors)
+        prob, negated_prob = self.maps(work)
+        return _table(self.catalogue(work, prob, negated_prob=negated_prob), original, factors,
+                      self.false_alarms is not None)
+
+    def maps(self, cube: Cube, window: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The probability maps of the cube and, with ``false_alarms``, of the negated cube."""
+        prob = self.probability(cube, window)
+        return prob, None if self.false_alarms is None else self.probability(negated(cube), window)
 
 
-def detect(cube: Any, weights: str | os.PathLike | None = None, device=None) -> Table:
+def _table(rows: list[dict], cube: Cube, factors: tuple[float, float], n_false: bool) -> Table:
+    """The catalogue of measured rows, with each detection's significance and, when the finder
+    judged it against the negated cube, ``n_false``."""
+    table = finish_catalogue(rows, cube, factors)
+    columns = {"snr": "significance of the summed, smoothed image (mlsky.alma.finder.reliability)"}
+    if n_false:
+        columns["n_false"] = "noise detections as significant expected in the cube"
+    for name, description in columns.items():
+        table[name] = np.array([r[name] for r in rows], float)
+        table[name].description = description
+    return table
+
+
+def detect(cube: Any, weights: str | os.PathLike | None = None, device=None,
+           false_alarms: float | None = FALSE_ALARMS) -> Table:
     """Find and characterise the sources of a dirty cube with the trained pipeline.
 
     Parameters
@@ -383,16 +450,21 @@ def detect(cube: Any, weights: str | os.PathLike | None = None, device=None) -> 
     weights
         Folder of trained networks (``mlsky alma train --out DIR``). Default: the weights that
         ship with mlsky (:mod:`mlsky.alma.finder.ship`), checked against their sha256.
+    false_alarms
+        The most noise detections as significant as a kept one that the cube may hold
+        (:class:`AlmaSourceFinder`); ``None`` keeps every candidate of the networks.
 
     Returns
     -------
     astropy.table.Table
         One row per source: pixel position ``x, y, z``, sky position ``ra, dec``, ``freq``,
         3-D box ``x0..z1``, ``fwhm_x, fwhm_y`` (pix and arcsec), ``pa_deg``, ``fwhm_z``
-        (channels and kHz), ``flux`` (Jy, at the line peak) and ``deblend``.
+        (channels and kHz), ``flux`` (Jy, at the line peak), ``deblend``, ``snr`` (the
+        significance) and ``n_false`` (the noise detections as significant that the cube
+        should hold, :mod:`~mlsky.alma.finder.reliability`).
     """
     if weights is None:
         from mlsky.data.weights import shipped_weights
 
         weights = shipped_weights("alma_finder")
-    return AlmaSourceFinder(weights, device).load().predict(cube)
+    return AlmaSourceFinder(weights, device, false_alarms=false_alarms).load().predict(cube)

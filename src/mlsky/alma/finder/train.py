@@ -496,10 +496,12 @@ def tune_thresholds(weights: str | os.PathLike, val_cubes: Sequence,
     the paper's finder, and to 0 for the fully convolutional one (it reads matched-filtered
     images instead). ``measure`` is how detections are characterised (see
     :class:`~mlsky.alma.finder.pipeline.AlmaSourceFinder`); the scan does not deblend, so that
-    deblending, which comes after, cannot pull the detection thresholds towards pairs.
+    deblending, which comes after, cannot pull the detection thresholds towards pairs, and
+    keeps every candidate: the thresholds are the networks' own, and the negated-cube test of
+    :mod:`~mlsky.alma.finder.reliability` is applied on top of them at detection.
     """
     folder = Path(weights)
-    finder = AlmaSourceFinder(folder, measure=measure, deblend=False).load()
+    finder = AlmaSourceFinder(folder, measure=measure, deblend=False, false_alarms=None).load()
     if windows is None:
         n_chan = as_cube(val_cubes[0]).data.shape[0]
         windows = (0,) if finder.config_.filter_widths else (0, max(n_chan // 4, 4))

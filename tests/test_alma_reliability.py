@@ -1,0 +1,77 @@
+"""The negated-cube test of the finder's candidates (mlsky.alma.finder.reliability)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlsky.alma.finder import AlmaSourceFinder, as_cube
+from mlsky.alma.finder.reliability import REFERENCE_SNR, expected_false, negated, significance
+from mlsky.alma.metrics import detection_scores
+from mlsky.alma.sim.simulate import random_cube
+from mlsky.cli import main
+from mlsky.data.weights import shipped_weights
+
+
+def test_expected_false_counts_the_negatives_tail():
+    few = np.array([2.0, 3.6, 3.9, 4.2])
+    assert expected_false(REFERENCE_SNR, few) == pytest.approx(3)  # the three above the reference
+    assert expected_false(2.0, few) == pytest.approx(3)
+    assert expected_false(6.0, few) < expected_false(5.0, few) < 1
+    assert expected_false(REFERENCE_SNR, np.array([])) == pytest.approx(0.5)
+
+
+def test_expected_false_recovers_a_wide_tail():
+    # 2000 negatives from a Gaussian tail of width 1.4 above the reference: the prior's width
+    # (1) counts for little against them.
+    rng = np.random.default_rng(0)
+    s0, sigma = REFERENCE_SNR, 1.4
+    tail = np.sqrt(s0**2 + 2 * sigma**2 * rng.exponential(size=2000))
+    for s in (4.0, 5.0, 6.0):
+        assert expected_false(s, tail) == pytest.approx(2000 * np.exp(-(s**2 - s0**2) / (2 * sigma**2)), rel=0.15)
+
+
+def test_significance_of_a_source_and_of_empty_sky():
+    sim = next(c for c in (random_cube(seed, shape=(32, 64, 64)) for seed in range(100)) if c.truth["snr"].max() > 10)
+    cube = as_cube(sim)
+    src = max(sim.truth, key=lambda s: s["snr"])
+    z0, z1 = int(src["z0"]), int(src["z1"])
+    on = significance(cube, src["x"], src["y"], z0, z1)
+    assert on > 0.5 * src["snr"] > 5
+    # The sign flipped: a source is a hole, and the significance there is not a detection.
+    assert significance(negated(cube), src["x"], src["y"], z0, z1) < 2
+    far = [(x, y) for x in (8, 32, 56) for y in (8, 32, 56)
+           if np.hypot(sim.truth["x"] - x, sim.truth["y"] - y).min() > 15]
+    empty = [significance(cube, x, y, z0, z1) for x, y in far]
+    assert far and max(empty) < 4
+
+
+@pytest.fixture(scope="module")
+def large_cube():
+    # Four times the area and twice the channels of the training cubes: more noise peaks look
+    # like sources to the networks (a development seed of mlsky.alma.finder.reliability).
+    return random_cube(8_700_001, shape=(128, 256, 256))
+
+
+def test_the_negated_cube_removes_false_detections_and_keeps_the_sources(large_cube):
+    weights = shipped_weights("alma_finder")
+    every = AlmaSourceFinder(weights, false_alarms=None).predict(large_cube)
+    kept = AlmaSourceFinder(weights).predict(large_cube)
+    before, after = detection_scores(large_cube.truth, every), detection_scores(large_cube.truth, kept)
+    assert after["tp"] == before["tp"] >= 2
+    assert after["fp"] < before["fp"]
+    assert "n_false" not in every.colnames and "snr" in every.colnames
+    assert np.all(kept["n_false"] <= 0.02) and np.all(kept["snr"] > REFERENCE_SNR)
+
+
+def test_false_alarms_must_be_positive():
+    with pytest.raises(ValueError, match="false_alarms"):
+        AlmaSourceFinder(shipped_weights("alma_finder"), false_alarms=0).load()
+
+
+def test_cli_refuses_a_bad_false_alarms(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["alma", "detect", "cube.fits", "-o", str(tmp_path / "c.ecsv"), "--false-alarms", "-1"])
+    assert stop.value.code == 2
+    assert "argument --false-alarms: '-1': give a positive number" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
