@@ -75,3 +75,14 @@ def test_cli_refuses_a_bad_false_alarms(tmp_path, capsys):
     assert stop.value.code == 2
     assert "argument --false-alarms: '-1': give a positive number" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_negated_map_from_one_filtering_is_the_negated_cubes_map():
+    # maps() reads the negated cube's map from the same matched filtering; it must be the map
+    # that filtering -cube gives, to the bit.
+    finder = AlmaSourceFinder(shipped_weights("alma_finder")).load()
+    cube = as_cube(random_cube(8_700_002, shape=(64, 96, 96)))
+    prob, negated_prob = finder.maps(cube)
+    assert np.array_equal(prob, finder.probability(cube))
+    assert np.array_equal(negated_prob, finder.probability(negated(cube)))
+    assert not np.array_equal(prob, negated_prob)

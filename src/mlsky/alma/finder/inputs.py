@@ -111,13 +111,30 @@ def matched_filter_images(cube: Cube, widths=FILTER_WIDTHS) -> np.ndarray:
     numpy.ndarray
         ``(len(widths), ny, nx)`` float32, in units of each filtered cube's noise.
     """
+    return _matched_filtered(cube, widths, negated=False)[0]
+
+
+def matched_filter_pair(cube: Cube, widths=FILTER_WIDTHS) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`matched_filter_images` of the cube and of the negated cube, from one smoothing.
+
+    The filter is linear and the robust noise is the same for both signs, so the negated
+    cube's planes are the filtered cube's minimum over channels, negated: the same numbers as
+    filtering ``-cube``, at half the cost.
+    """
+    return _matched_filtered(cube, widths, negated=True)
+
+
+def _matched_filtered(cube: Cube, widths, negated: bool) -> tuple[np.ndarray, ...]:
     snr = cube.snr
-    planes = []
+    planes, negated_planes = [], []
     for width in widths:
         sigma = width / FWHM_PER_SIGMA
         smooth = ndimage.gaussian_filter1d(snr, sigma, axis=0, mode="constant") if sigma > 0.3 else snr
-        planes.append(smooth.max(axis=0) / mad_std(smooth, ignore_nan=True))
-    return np.stack(planes).astype(np.float32)
+        noise = mad_std(smooth, ignore_nan=True)
+        planes.append(smooth.max(axis=0) / noise)
+        if negated:
+            negated_planes.append(-smooth.min(axis=0) / noise)
+    return tuple(np.stack(p).astype(np.float32) for p in ((planes, negated_planes) if negated else (planes,)))
 
 
 def probability_map_fcn(model, planes: np.ndarray, device=None) -> np.ndarray:

@@ -49,6 +49,7 @@ from mlsky.alma.finder.inputs import (
     fwhm_z_from_range,
     integrated_image,
     matched_filter_images,
+    matched_filter_pair,
     probability_map,
     probability_map_fcn,
     tiles,
@@ -213,13 +214,7 @@ class AlmaSourceFinder:
         full-band integration only.
         """
         if self.config_.filter_widths:
-            span = self.config_.channels
-            starts = tiles(cube.data.shape[0], span) if span > 0 else [0]
-            prob = np.max([probability_map_fcn(self.blobs_finder_, matched_filter_images(
-                cube.channels(z, z + span) if span > 0 else cube, self.config_.filter_widths), self.device_)
-                for z in starts], axis=0)
-            prob[cube.blank] = 0.0
-            return prob
+            return self._fcn_maps(cube, with_negated=False)[0]
         window = self.config_.window if window is None else window
         n_chan = cube.data.shape[0]
         bands = [slice(None)]
@@ -420,9 +415,33 @@ class AlmaSourceFinder:
                       self.false_alarms is not None)
 
     def maps(self, cube: Cube, window: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """The probability maps of the cube and, with ``false_alarms``, of the negated cube."""
-        prob = self.probability(cube, window)
-        return prob, None if self.false_alarms is None else self.probability(negated(cube), window)
+        """The probability maps of the cube and, with ``false_alarms``, of the negated cube.
+
+        A fully convolutional finder reads both from one matched filtering
+        (:func:`~mlsky.alma.finder.inputs.matched_filter_pair`), the same maps as
+        :meth:`probability` of each sign.
+        """
+        if self.false_alarms is None:
+            return self.probability(cube, window), None
+        if self.config_.filter_widths:
+            return self._fcn_maps(cube, with_negated=True)
+        return self.probability(cube, window), self.probability(negated(cube), window)
+
+    def _fcn_maps(self, cube: Cube, with_negated: bool) -> tuple[np.ndarray, ...]:
+        """The fully convolutional finder's map of the cube (and of the negated cube): the largest
+        probability over windows of the configuration's ``channels``."""
+        span = self.config_.channels
+        starts = tiles(cube.data.shape[0], span) if span > 0 else [0]
+        widths = self.config_.filter_widths
+        per_window = []
+        for z in starts:
+            part = cube.channels(z, z + span) if span > 0 else cube
+            planes = matched_filter_pair(part, widths) if with_negated else (matched_filter_images(part, widths),)
+            per_window.append([probability_map_fcn(self.blobs_finder_, p, self.device_) for p in planes])
+        maps = tuple(np.max(sign, axis=0) for sign in zip(*per_window))
+        for prob in maps:
+            prob[cube.blank] = 0.0
+        return maps
 
 
 def _table(rows: list[dict], cube: Cube, factors: tuple[float, float], n_false: bool) -> Table:
