@@ -206,6 +206,17 @@ def test_random_cube_is_deterministic_and_has_a_central_source():
     assert abs(a.truth["x"][0] - 31.5) <= 2 and abs(a.truth["y"][0] - 31.5) <= 2
 
 
+def test_a_faint_random_cube_keeps_the_sky_and_noise_and_scales_each_source_into_the_snr_range():
+    drawn, faint = random_cube(7, shape=SMALL), random_cube(7, shape=SMALL, peak_snr=(3, 6))
+    for name in ("x", "y", "z", "fwhm_x", "fwhm_y", "pa_deg", "fwhm_z"):
+        np.testing.assert_array_equal(drawn.truth[name], faint.truth[name])
+    snr = np.asarray(faint.truth["snr"], float)
+    assert ((snr >= 3 - 1e-9) & (snr <= 6 + 1e-9)).all() and not np.allclose(snr, drawn.truth["snr"])
+    assert faint.truth.meta["seed"] == drawn.truth.meta["seed"]  # the same noise draw
+    with pytest.raises(ValueError, match="peak_snr"):
+        random_cube(7, shape=SMALL, peak_snr=(6, 3))
+
+
 def test_make_dataset_is_deterministic_resumable_and_split_by_cube(tmp_path):
     kw = dict(shape=(8, 32, 32), shard_size=3, progress=False)
     m1 = make_dataset(10, tmp_path / "a", seed=5, workers=1, **kw)

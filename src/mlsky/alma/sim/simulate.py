@@ -325,18 +325,45 @@ def _with_snr(truth: Table, beam_fwhm: tuple[float, float], rms: np.ndarray,
                  [c for c in table.colnames if c not in TRUTH_COLUMNS]]
 
 
-def random_cube(seed: int, *, shape=(128, 256, 256), config: ObservationConfig | None = None) -> SimulatedCube:
+def random_cube(seed: int, *, shape=(128, 256, 256), config: ObservationConfig | None = None,
+                peak_snr: tuple[float, float] | None = None) -> SimulatedCube:
     """A random sky as in Delli Veneri et al. (2023) -- a central source plus companions -- observed.
 
     Same seed, same cube.
+
+    Parameters
+    ----------
+    seed
+        Seed of the sky and of the noise.
+    shape, config
+        As for :func:`simulate_cube`.
+    peak_snr
+        ``(low, high)``: each source's line (and continuum) scaled so that its true peak SNR is
+        drawn uniformly in this range, with the same sky and noise draws -- a test set of faint
+        sources, which the sky's log-uniform fluxes give few of. ``None``: the fluxes as drawn.
 
     Examples
     --------
     >>> a, b = random_cube(3, shape=(8, 32, 32)), random_cube(3, shape=(8, 32, 32))
     >>> bool((a.dirty == b.dirty).all())
     True
+    >>> faint = random_cube(3, shape=(16, 64, 64), peak_snr=(3, 6))
+    >>> bool(((faint.truth["snr"] >= 3) & (faint.truth["snr"] <= 6)).all())
+    True
     """
     shape = _check_shape(shape)
+    if peak_snr is not None:
+        low, high = (float(v) for v in peak_snr)
+        if not (np.isfinite(low) and np.isfinite(high) and 0 < low <= high):
+            raise ValueError(f"peak_snr={peak_snr!r}: give (low, high) with 0 < low <= high")
     rng = np.random.default_rng([int(seed), 6])
     sources = random_sources(rng, shape)
-    return simulate_cube(sources, shape=shape, config=config, seed=int(rng.integers(2**63)))
+    noise_seed = int(rng.integers(2**63))
+    if peak_snr is not None:
+        # The SNR is linear in the flux, so one observation tells each source's scale factor.
+        target = rng.uniform(low, high, len(sources))
+        drawn = simulate_cube(sources, shape=shape, config=config, seed=noise_seed).truth["snr"]
+        factor = target / np.asarray(drawn, float)
+        sources["peak_jy_per_pix"] *= factor
+        sources["continuum_jy"] *= factor
+    return simulate_cube(sources, shape=shape, config=config, seed=noise_seed)
