@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from mlsky.alma.finder import AlmaSourceFinder, as_cube
-from mlsky.alma.finder.reliability import REFERENCE_SNR, expected_false, negated, significance
+from mlsky.alma.finder.reliability import (
+    NOISE_RATE,
+    REFERENCE_SNR,
+    expected_false,
+    negated,
+    resolution_elements,
+    significance,
+)
 from mlsky.alma.metrics import detection_scores
 from mlsky.alma.sim.simulate import random_cube
 from mlsky.cli import main
@@ -14,11 +21,30 @@ from mlsky.data.weights import shipped_weights
 
 
 def test_expected_false_counts_the_negatives_tail():
-    few = np.array([2.0, 3.6, 3.9, 4.2])
-    assert expected_false(REFERENCE_SNR, few) == pytest.approx(3)  # the three above the reference
-    assert expected_false(2.0, few) == pytest.approx(3)
-    assert expected_false(6.0, few) < expected_false(5.0, few) < 1
-    assert expected_false(REFERENCE_SNR, np.array([])) == pytest.approx(0.5)
+    few, volume = np.array([2.0, 3.6, 3.9, 4.2]), 1e5
+    assert expected_false(REFERENCE_SNR, few, volume) == pytest.approx(3)  # the three above the reference
+    assert expected_false(2.0, few, volume) == pytest.approx(3)
+    assert expected_false(6.0, few, volume) < expected_false(5.0, few, volume) < 1
+
+
+def test_a_quiet_cube_counts_the_noise_rate_of_its_volume():
+    small, large = 2e4, 2e6
+    assert expected_false(REFERENCE_SNR, np.array([]), small) == pytest.approx(NOISE_RATE * small)
+    assert expected_false(REFERENCE_SNR, np.array([]), large) == pytest.approx(NOISE_RATE * large)
+    # The larger volume holds more noise peaks: a candidate must be more significant to pass.
+    grid = np.linspace(3.5, 8, 451)
+    needed = [grid[np.argmax(expected_false(grid, np.array([]), v) <= 0.02)] for v in (small, large)]
+    assert needed[0] < needed[1]
+    # A tail seen in the cube counts as it is, above the floor.
+    assert expected_false(REFERENCE_SNR, np.array([3.6, 3.7]), small) == pytest.approx(2)
+
+
+def test_resolution_elements_count_unblanked_pixels_and_channels():
+    cube = as_cube(random_cube(3, shape=(16, 64, 64)))
+    full = resolution_elements(cube)
+    assert full == pytest.approx(16 * 64 * 64 / cube.beam_area_pix)
+    cube.blank[:, :32] = True
+    assert resolution_elements(cube) == pytest.approx(full / 2)
 
 
 def test_expected_false_recovers_a_wide_tail():
@@ -28,7 +54,7 @@ def test_expected_false_recovers_a_wide_tail():
     s0, sigma = REFERENCE_SNR, 1.4
     tail = np.sqrt(s0**2 + 2 * sigma**2 * rng.exponential(size=2000))
     for s in (4.0, 5.0, 6.0):
-        assert expected_false(s, tail) == pytest.approx(2000 * np.exp(-(s**2 - s0**2) / (2 * sigma**2)), rel=0.15)
+        assert expected_false(s, tail, 1e5) == pytest.approx(2000 * np.exp(-(s**2 - s0**2) / (2 * sigma**2)), rel=0.15)
 
 
 def test_significance_of_a_source_and_of_empty_sky():

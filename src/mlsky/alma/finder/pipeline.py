@@ -55,7 +55,7 @@ from mlsky.alma.finder.inputs import (
     tiles,
 )
 from mlsky.alma.finder.measure import measure_source
-from mlsky.alma.finder.reliability import expected_false, negated, significance
+from mlsky.alma.finder.reliability import expected_false, negated, resolution_elements, significance
 from mlsky.alma.finder.models.checkpoint import load_checkpoint
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 from mlsky.config import get_device, get_scale
@@ -344,7 +344,8 @@ class AlmaSourceFinder:
                 memo["negated"] = (negated(cube), {})
             negated_cube, negated_memo = memo["negated"]
             noise = self.candidates(negated_cube, negated_prob, blob_threshold, gru_threshold, negated_memo)
-            n_false = expected_false([r["snr"] for r in rows], [r["snr"] for r in noise]) if rows else []
+            n_false = (expected_false([r["snr"] for r in rows], [r["snr"] for r in noise], resolution_elements(cube))
+                       if rows else [])
             rows = [{**r, "n_false": float(n)} for r, n in zip(rows, n_false) if n <= self.false_alarms]
         out = []
         for row in rows:
