@@ -411,6 +411,20 @@ def test_compare_finders_and_chance_level():
 
 
 
+def test_best_other_names_the_strongest_peer_and_the_verdict():
+    from astropy.table import Table
+
+    from mlsky.alma.metrics import best_other
+
+    table = Table({"finder": ["ours", "a", "b", "c"], "f1": [0.8, 0.7, 0.75, 0.9], "sdc2": [0.6, 0.1, 0.5, 0.2]})
+    assert best_other(table, "ours") == ("c", "below")
+    assert best_other(table, "ours", exclude=("c",)) == ("b", "above")
+    assert best_other(table, "ours", column="sdc2") == ("b", "above")
+    assert best_other(table, "a", exclude=("ours", "c")) == ("b", "below")
+    with pytest.raises(ValueError, match="no finder besides"):
+        best_other(table, "ours", exclude=("a", "b", "c"))
+
+
 def test_recall_vs_snr_counts_recovered_sources_per_bin():
     from mlsky.alma.metrics import recall_vs_snr
 

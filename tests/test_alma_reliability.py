@@ -11,6 +11,7 @@ from mlsky.alma.finder.reliability import (
     REFERENCE_SNR,
     expected_false,
     negated,
+    required_significance,
     resolution_elements,
     significance,
 )
@@ -37,6 +38,17 @@ def test_a_quiet_cube_counts_the_noise_rate_of_its_volume():
     assert needed[0] < needed[1]
     # A tail seen in the cube counts as it is, above the floor.
     assert expected_false(REFERENCE_SNR, np.array([3.6, 3.7]), small) == pytest.approx(2)
+
+
+def test_required_significance_is_where_the_expected_false_count_falls_to_the_limit():
+    tail = np.array([3.6, 3.9, 4.4, 5.1])
+    for noise, volume in ((tail, 1e5), (np.array([]), 2e4), (np.array([]), 2e6)):
+        needed = required_significance(noise, volume, 0.02)
+        assert expected_false(needed, noise, volume) == pytest.approx(0.02)
+        assert expected_false(needed - 0.01, noise, volume) > 0.02
+    assert required_significance(np.array([]), 2e4, 0.02) < required_significance(np.array([]), 2e6, 0.02)
+    # A cube that should hold fewer noise candidates than the limit keeps all above the reference.
+    assert required_significance(np.array([]), 1e3, 0.02) == REFERENCE_SNR
 
 
 def test_resolution_elements_count_unblanked_pixels_and_channels():

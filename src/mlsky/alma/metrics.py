@@ -539,6 +539,23 @@ def compare_finders(finders: dict[str, Callable[[Any], Table]], cubes: Sequence,
     return table, pairs, found
 
 
+def best_other(table: Table, finder: str, column: str = "f1", exclude: Sequence[str] = ()) -> tuple[str, str]:
+    """The best finder of a :func:`compare_finders` table by ``column``, other than ``finder`` and
+    ``exclude``, and where ``finder`` stands against it: ``"above"``, ``"level with"`` or ``"below"``.
+
+    >>> from astropy.table import Table
+    >>> best_other(Table({"finder": ["ours", "a", "b"], "f1": [0.8, 0.7, 0.8]}), "ours")
+    ('b', 'level with')
+    """
+    value = dict(zip(table["finder"], table[column]))
+    others = [k for k in value if k != finder and k not in exclude]
+    if not others:
+        raise ValueError(f"best_other: no finder besides {finder!r} in the table")
+    best = str(max(others, key=value.get))
+    gap = value[finder] - value[best]
+    return best, "above" if gap > 1e-9 else ("level with" if gap > -1e-9 else "below")
+
+
 def chance_catalogues(catalogues: Sequence[Table], shapes: Sequence[tuple[int, int, int]],
                       rng: np.random.Generator) -> list[Table]:
     """The same detections (number, box sizes, measured parameters) placed uniformly at random

@@ -41,7 +41,8 @@ from scipy import ndimage
 
 from mlsky.alma.finder.cube import Cube
 
-__all__ = ["NOISE_RATE", "REFERENCE_SNR", "expected_false", "negated", "resolution_elements", "significance"]
+__all__ = ["NOISE_RATE", "REFERENCE_SNR", "expected_false", "negated", "required_significance", "resolution_elements",
+           "significance"]
 
 #: Significance above which the negated cube's candidates sample the noise's tail.
 REFERENCE_SNR = 3.5
@@ -95,9 +96,28 @@ def expected_false(snr: float | np.ndarray, noise_snr: np.ndarray, volume: float
     :data:`PRIOR_SIGMA` so that a cube with few negatives is not trusted to define a tail. ``n``
     is at least the noise's average count in that volume, :data:`NOISE_RATE` x ``volume``.
     """
+    n, sigma2 = _noise_tail(noise_snr, volume)
+    snr = np.maximum(np.asarray(snr, float), REFERENCE_SNR)
+    return n * np.exp(-(snr**2 - REFERENCE_SNR**2) / (2 * sigma2))
+
+
+def required_significance(noise_snr: np.ndarray, volume: float, false_alarms: float) -> float:
+    """The significance at which :func:`expected_false` falls to ``false_alarms``: the least a
+    candidate needs to be kept in that cube (at least :data:`REFERENCE_SNR`).
+
+    >>> s = required_significance(np.array([]), 2e5, 0.02)
+    >>> bool(np.isclose(expected_false(s, np.array([]), 2e5), 0.02))
+    True
+    """
+    n, sigma2 = _noise_tail(noise_snr, volume)
+    return float(np.sqrt(REFERENCE_SNR**2 + 2 * sigma2 * max(np.log(n / false_alarms), 0.0)))
+
+
+def _noise_tail(noise_snr: np.ndarray, volume: float) -> tuple[float, float]:
+    """The Gaussian tail of :func:`expected_false`: its count above :data:`REFERENCE_SNR` and its
+    ``sigma^2``."""
     s0 = REFERENCE_SNR
     noise_snr = np.asarray(noise_snr, float)
     tail = noise_snr[noise_snr >= s0]
     sigma2 = (np.sum(tail**2 - s0**2) / 2 + PRIOR_WEIGHT * PRIOR_SIGMA**2) / (len(tail) + PRIOR_WEIGHT)
-    snr = np.maximum(np.asarray(snr, float), s0)
-    return max(len(tail), NOISE_RATE * volume) * np.exp(-(snr**2 - s0**2) / (2 * sigma2))
+    return max(len(tail), NOISE_RATE * volume), float(sigma2)
