@@ -49,7 +49,7 @@ check-html:
 	$(PYTHON) -m pytest tests/test_html.py -m html -p no:cacheprovider -q
 
 test: install
-	MLSKY_SCALE=$(TEST_SCALE) $(PYTHON) -m pytest tests book -m "not html" --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
+	MLSKY_SCALE=$(TEST_SCALE) $(PYTHON) -m pytest tests book src/mlsky --doctest-modules -m "not html" --nbval-lax --nbval-current-env -p no:cacheprovider --durations=15
 
 clean:
 	rm -rf _build .pytest_cache

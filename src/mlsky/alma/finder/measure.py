@@ -139,7 +139,7 @@ def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: b
     --------
     >>> from mlsky.alma.sim.simulate import random_cube
     >>> from mlsky.alma.finder import as_cube
-    >>> sim = random_cube(2, shape=(32, 64, 64))
+    >>> sim = random_cube(2, shape=(32, 64, 64), peak_snr=(20, 30))
     >>> src = sim.truth[0]
     >>> m = measure_source(as_cube(sim), src["x"] + 1, src["y"] - 1, int(src["z0"]), int(src["z1"]))
     >>> bool(abs(m["x"] - src["x"]) < 1 and abs(m["y"] - src["y"]) < 1)
@@ -179,7 +179,7 @@ def _fit_image_and_line(cube: Cube, x: float, y: float, ys: slice, xs: slice, we
     image's noise is 1), and the line fitted to the optimal-extraction spectrum of that profile."""
     yy, xx = np.mgrid[ys, xs]
     used = np.flatnonzero(weights)
-    image = np.tensordot(weights[used], cube.snr[used, ys, xs], axes=1) / np.sqrt(np.sum(weights[used] ** 2))
+    image = np.tensordot(weights[used], cube.snr_of(used, ys, xs), axes=1) / np.sqrt(np.sum(weights[used] ** 2))
     sigma_beam = bmaj_pix / FWHM_PER_SIGMA
     xi, yi = int(round(x)), int(round(y))
     peak = float(image[min(max(yi - ys.start, 0), image.shape[0] - 1), min(max(xi - xs.start, 0), image.shape[1] - 1)])
