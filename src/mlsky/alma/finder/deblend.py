@@ -148,7 +148,7 @@ def blend_fit(cube: Cube, x: float, y: float, z0: int, z1: int) -> BlendFit:
     width = max(z1 - z0, 2)
     zs = slice(max(z0 - width // 2, 0), min(z1 + width // 2, n_chan))
     ys, xs = slice(max(yi - half, 0), min(yi + half + 1, ny)), slice(max(xi - half, 0), min(xi + half + 1, nx))
-    data = cube.snr[zs, ys, xs].astype(float)
+    data = cube.snr_of(zs, ys, xs).astype(float)
     zz, yy, xx = np.ogrid[zs, ys, xs]
     sigma_z0 = max((z1 - z0) / 6.0, 0.7)
     lo1 = np.array([0.0, xs.start, ys.start, z0 - 1.0, 0.8 * sigma_beam, 0.8 * sigma_beam, -np.pi, 0.4])

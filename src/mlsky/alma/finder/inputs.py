@@ -16,13 +16,13 @@ from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 
 def integrated_image(cube: Cube, channels: slice = slice(None)) -> np.ndarray:
     """Sum of the noise-normalised channels over ``channels``, divided by sqrt(n): unit noise."""
-    snr = cube.snr[channels]
+    snr = cube.snr_of(channels)
     return (snr.sum(axis=0) / np.sqrt(max(len(snr), 1))).astype(np.float32)
 
 
 def box_spectrum(cube: Cube, x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
     """The dirty spectrum summed over a 2-D box, standardised by its median and robust rms."""
-    spec = cube.snr[:, y0:y1, x0:x1].sum(axis=(1, 2)).astype(np.float64)
+    spec = cube.snr_of(slice(None), slice(y0, y1), slice(x0, x1)).sum(axis=(1, 2)).astype(np.float64)
     scale = mad_std(spec)
     return ((spec - np.median(spec)) / (scale if scale > 0 else 1.0)).astype(np.float32)
 
@@ -89,7 +89,7 @@ def battery_input(cube: Cube, x: float, y: float, z0: int, z1: int, size: int) -
     A plain sum (not a mean) keeps the flux in the image; dividing by 10 keeps typical
     values of order one.
     """
-    image = cube.snr[z0:z1].sum(axis=0)
+    image = cube.snr_of(slice(z0, z1)).sum(axis=0)
     return cutout(image, x, y, size) / 10.0
 
 
@@ -124,13 +124,32 @@ def matched_filter_pair(cube: Cube, widths=FILTER_WIDTHS) -> tuple[np.ndarray, n
     return _matched_filtered(cube, widths, negated=True)
 
 
+#: Voxels that :func:`sampled_noise` reads at most: the robust rms of a quarter million voxels
+#: is good to about 0.5% (measured within 0.4% on 128x256x256 cubes, whose noise is correlated
+#: over a beam), and reading every voxel of a large cube costs more than filtering it.
+NOISE_SAMPLES = 1 << 18
+
+
+def sampled_noise(values: np.ndarray, samples: int = NOISE_SAMPLES) -> float:
+    """Robust rms (:func:`astropy.stats.mad_std`) of an array from an evenly spaced sample of at
+    most about ``samples`` values (every voxel of a smaller one), as SoFiA-2 samples its noise.
+
+    >>> rng = np.random.default_rng(1)
+    >>> round(sampled_noise(rng.normal(0, 2, (64, 128, 128)).astype(np.float32)), 2)
+    2.0
+    """
+    # An odd step does not fall on the same columns of every row.
+    step = max(1, values.size // samples) | 1
+    return float(mad_std(values.reshape(-1)[::step]))
+
+
 def _matched_filtered(cube: Cube, widths, negated: bool) -> tuple[np.ndarray, ...]:
     snr = cube.snr
     planes, negated_planes = [], []
     for width in widths:
         sigma = width / FWHM_PER_SIGMA
         smooth = ndimage.gaussian_filter1d(snr, sigma, axis=0, mode="constant") if sigma > 0.3 else snr
-        noise = mad_std(smooth, ignore_nan=True)
+        noise = sampled_noise(smooth)
         planes.append(smooth.max(axis=0) / noise)
         if negated:
             negated_planes.append(-smooth.min(axis=0) / noise)

@@ -77,7 +77,7 @@ def significance(cube: Cube, x: float, y: float, z0: int, z1: int) -> float:
     so that correlated channels count as they are), and its largest value within one pixel of
     the position is returned.
     """
-    image = cube.snr[max(z0, 0) : max(z1, z0 + 1)].sum(axis=0)
+    image = cube.snr_of(slice(max(z0, 0), max(z1, z0 + 1))).sum(axis=0)
     beam_fwhm = np.sqrt(cube.beam_area_pix * 4 * np.log(2) / np.pi)
     image = ndimage.gaussian_filter(image, SMOOTHING_BEAMS * beam_fwhm)
     rms = mad_std(image)
