@@ -8,7 +8,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from mlsky.alma.finder import CubeError, as_cube, detect, write_catalogue
-from mlsky.alma.finder.inputs import emission_ranges, probability_map, tiles
+from mlsky.alma.finder.inputs import emission_ranges, probability_map, sampled_noise, tiles
 from mlsky.alma.metrics import (
     angle_difference,
     box_iou_3d,
@@ -271,6 +271,24 @@ def test_cube_channels_slices_data_noise_and_spectral_axis():
     assert part.data.shape == (6, *cube.data.shape[1:]) and len(part.noise) == 6
     np.testing.assert_array_equal(part.data, cube.data[3:9])
     np.testing.assert_allclose(part.wcs.spectral.pixel_to_world_values(0), cube.wcs.spectral.pixel_to_world_values(3))
+
+
+def test_snr_of_is_the_slice_of_snr():
+    cube = as_cube(bright_cube())
+    used = np.array([2, 5, 6])
+    np.testing.assert_array_equal(cube.snr_of(slice(3, 9), slice(4, 20), slice(1, 7)), cube.snr[3:9, 4:20, 1:7])
+    np.testing.assert_array_equal(cube.snr_of(used, slice(4, 20)), cube.snr[used, 4:20])
+
+
+def test_sampled_noise_is_the_robust_rms_of_every_voxel_within_half_a_percent():
+    from astropy.stats import mad_std
+    from scipy import ndimage
+
+    # Noise correlated along every axis, as a dirty cube's after the matched filter.
+    rng = np.random.default_rng(3)
+    noise = ndimage.gaussian_filter(rng.normal(size=(64, 256, 256)).astype(np.float32), (3, 2, 2))
+    assert abs(sampled_noise(noise) / mad_std(noise) - 1) < 0.005
+    assert sampled_noise(noise[:4, :16, :16]) == pytest.approx(mad_std(noise[:4, :16, :16]), rel=1e-6)
 
 
 def test_pipeline_json_with_unknown_or_missing_keys_is_refused(tiny_fcn_weights, tmp_path):
