@@ -280,3 +280,22 @@ def test_overview_figure_and_casa_loader_errors(data_dir):
         load_casa_reference("casa_9999")
     fig = plot_cube_overview(load_casa_reference(1002))
     assert len(fig.axes) >= 4
+
+
+def test_casa_cubes_are_read_from_another_folder(data_dir, tmp_path):
+    import shutil
+
+    from mlsky.alma.sim.casa import casa_reference_names, load_casa_reference
+    from mlsky.data import locate
+
+    # A folder of cubes made like the reference ones (benchmarks/alma_casa_cubes.py): only a
+    # cube with its truth file counts.
+    for suffix in ("dirty.fits", "sky.fits", "psf.fits", "truth.json"):
+        shutil.copy(locate("alma_casa_reference") / f"casa_1003_{suffix}", tmp_path / f"casa_7_{suffix}")
+    shutil.copy(locate("alma_casa_reference") / "casa_1004_sky.fits", tmp_path / "casa_8_sky.fits")
+    assert casa_reference_names(tmp_path) == ["casa_7"]
+    cube = load_casa_reference(7, tmp_path)
+    np.testing.assert_array_equal(cube.dirty, load_casa_reference(1003).dirty)
+    assert cube.truth.meta["name"] == "casa_7"
+    with pytest.raises(KeyError, match=f"no CASA cube 'casa_8' in {tmp_path}; available: casa_7"):
+        load_casa_reference(8, tmp_path)

@@ -19,6 +19,8 @@ True
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
@@ -37,9 +39,10 @@ TOLERANCE = 0.15
 NOISE_ONLY_FLUX = 0.05
 
 
-def casa_reference_names() -> list[str]:
-    """Names (``casa_NNNN``) of the reference cubes."""
-    folder = locate(DATASET)
+def casa_reference_names(folder: str | os.PathLike | None = None) -> list[str]:
+    """Names (``casa_NNNN``) of the reference cubes, or of the CASA cubes in ``folder`` made the
+    same way (``benchmarks/alma_casa_cubes.py``)."""
+    folder = locate(DATASET) if folder is None else Path(folder)
     return sorted(p.name.removesuffix("_truth.json") for p in folder.glob("casa_*_truth.json"))
 
 
@@ -53,24 +56,26 @@ def casa_config(meta: dict) -> ObservationConfig:
     )
 
 
-def load_casa_reference(name: str | int) -> SimulatedCube:
+def load_casa_reference(name: str | int, folder: str | os.PathLike | None = None) -> SimulatedCube:
     """One CASA reference cube as a :class:`SimulatedCube` (truth in FWHM, as mlsky writes it).
 
     Parameters
     ----------
     name
         ``"casa_1000"`` or ``1000``.
+    folder
+        Where the cube's files are; default the ``alma_casa_reference`` data set.
 
     Raises
     ------
     KeyError
         Unknown name (the message lists those available).
     """
-    folder = locate(DATASET)
+    folder = locate(DATASET) if folder is None else Path(folder)
     name = f"casa_{name}" if isinstance(name, int) or str(name).isdigit() else str(name)
     truth_path = folder / f"{name}_truth.json"
     if not truth_path.is_file():
-        raise KeyError(f"no CASA reference cube {name!r}; available: {', '.join(casa_reference_names())}")
+        raise KeyError(f"no CASA cube {name!r} in {folder}; available: {', '.join(casa_reference_names(folder))}")
     meta = json.loads(truth_path.read_text())
     dirty, header = read_cube(folder / f"{name}_dirty.fits")
     sky, _ = read_cube(folder / f"{name}_sky.fits")
