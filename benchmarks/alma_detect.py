@@ -26,7 +26,12 @@ a true peak SNR drawn in that range (:func:`~mlsky.alma.sim.simulate.random_cube
 regime, which the log-uniform fluxes of the default skies give only a few sources of. The CASA
 cubes are then left out.
 
-Run: ``python benchmarks/alma_detect.py [--shape 128,256,256] [--n 12] [--n-val 4] [--peak-snr LO,HI] [--weights DIR]``
+With ``--casa-dir DIR`` the finders also run on the CASA cubes that
+``benchmarks/alma_casa_cubes.py`` made in ``DIR`` (mlsky's skies observed with CASA 6.7 as the
+reference cubes were): more CASA data, on which nothing was tuned.
+
+Run: ``python benchmarks/alma_detect.py [--shape 128,256,256] [--n 12] [--n-val 4] [--peak-snr LO,HI] [--weights DIR]
+[--casa-dir DIR] [--casa-only]``
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import mlsky
 from mlsky.alma.finder import as_cube
@@ -125,7 +131,8 @@ def report(title: str, finders: dict, sims: list) -> None:
               f"{agree['reference_found']:.2f} of SoFiA-2's {agree['n_reference']} found, "
               f"{agree['other_confirmed']:.2f} of the Python finder's {agree['n_other']} confirmed, "
               f"Jaccard {agree['jaccard']:.2f}")
-    print(f"{'finder':22s} {'cubes/s':>8s} {'P':>6s} {'R':>6s} {'R 3-6':>6s} {'F1':>6s} {'SDC2/src':>9s} {'F1 ratio':>9s} {'speed ratio':>12s}")
+    print(f"{'finder':22s} {'cubes/s':>8s} {'TP':>4s} {'FP':>4s} {'P':>6s} {'R':>6s} {'R 3-6':>6s} {'F1':>6s} {'SDC2/src':>9s} "
+          f"{'F1 ratio':>9s} {'speed ratio':>12s}")
     ref = table[table["finder"] == REFERENCE]
     for row in table:
         rate = 1.0 / row["s_per_cube"]
@@ -134,7 +141,7 @@ def report(title: str, finders: dict, sims: list) -> None:
             speed = f"{rate * ref['s_per_cube'][0]:11.2f}x"
         else:
             f1_ratio, speed = f"{'-':>9s}", f"{'-':>12s}"
-        print(f"{row['finder']:22s} {rate:8.3f} {row['precision']:6.3f} {row['recall']:6.3f} "
+        print(f"{row['finder']:22s} {rate:8.3f} {row['tp']:4d} {row['fp']:4d} {row['precision']:6.3f} {row['recall']:6.3f} "
               f"{faint[row['finder']]:6.3f} {row['f1']:6.3f} "
               f"{row['sdc2_per_source']:9.3f} {f1_ratio} {speed}")
 
@@ -148,6 +155,10 @@ def main() -> int:
                         help="a pipeline folder from `mlsky alma train`: add it beside the shipped finder")
     parser.add_argument("--peak-snr", type=snr_range_arg, default=None,
                         help="scale every simulated source to a true peak SNR in LO,HI (e.g. 3,6); skips the CASA cubes")
+    parser.add_argument("--casa-dir", type=Path, default=None,
+                        help="also the CASA cubes in DIR made by benchmarks/alma_casa_cubes.py (mlsky skies, CASA noise)")
+    parser.add_argument("--casa-only", action="store_true",
+                        help="skip the held-out simulated cubes (tune on the validation cubes, then the CASA cubes only)")
     args = parser.parse_args()
     print(mlsky.describe())
     sky = dict(shape=args.shape, peak_snr=args.peak_snr)
@@ -155,8 +166,9 @@ def main() -> int:
     validation = [random_cube(VALIDATION_SEED + i, **sky) for i in range(args.n_val)]
     print(f"tuning on {len(validation)} simulated cubes of shape {args.shape} (channels, y, x){faint}")
     finders = tuned_finders(validation, args.weights)
-    report(f"held-out simulated cubes of shape {args.shape}{faint}",
-           finders, [random_cube(TEST_SEED + i, **sky) for i in range(args.n)])
+    if not args.casa_only:
+        report(f"held-out simulated cubes of shape {args.shape}{faint}",
+               finders, [random_cube(TEST_SEED + i, **sky) for i in range(args.n)])
     if args.peak_snr:
         return 0
     try:
@@ -165,6 +177,13 @@ def main() -> int:
         print(f"\nSKIPPED the CASA reference cubes: {err}")
     else:
         report("CASA reference cubes", finders, references)
+    if args.casa_dir:
+        names = casa_reference_names(args.casa_dir)
+        if not names:
+            print(f"--casa-dir {args.casa_dir}: no CASA cubes (casa_*_truth.json) there", file=sys.stderr)
+            return 2
+        report(f"CASA cubes of mlsky skies in {args.casa_dir}", finders,
+               [load_casa_reference(n, args.casa_dir) for n in names])
     return 0
 
 
