@@ -19,7 +19,8 @@ CASA needs its own Python (it pins numpy)::
 with ``~/.casa/config.py`` pointing ``measurespath`` at casadata's ``__data__`` folder and
 ``measures_auto_update = data_auto_update = False`` (offline).
 
-Run: ``python benchmarks/alma_casa_cubes.py OUT --casa-python casa-venv/bin/python [--n 12] [--seed 6000000]``;
+Run: ``python benchmarks/alma_casa_cubes.py OUT --casa-python casa-venv/bin/python [--n 12] [--seed 6000000]
+[--wide-lines]``;
 then ``python benchmarks/alma_detect.py --casa-dir OUT``.
 """
 
@@ -47,10 +48,17 @@ GRID = {"CTYPE1": "RA---SIN", "CRVAL1": 180.0, "CDELT1": -0.1 / 3600, "CRPIX1": 
 OBSERVE = Path(__file__).with_name("casa_observe.py")
 
 
-def write_sky(seed: int, path: Path) -> list[dict]:
-    """The sky model of ``seed`` as FITS (Jy/pixel); returns its sources in the reference format."""
-    sources = random_sources(np.random.default_rng(seed), SHAPE)
+def write_sky(seed: int, path: Path, wide_lines: bool = False) -> list[dict]:
+    """The sky model of ``seed`` as FITS (Jy/pixel); returns its sources in the reference format.
+
+    ``wide_lines`` draws line widths of 3-12 channels FWHM, as in the simulator's 128-channel
+    skies, instead of the half that it scales them to in 64 channels.
+    """
+    rng = np.random.default_rng(seed)
+    sources = random_sources(rng, SHAPE)
     sources["continuum_jy"] = 0.0
+    if wide_lines:
+        sources["fwhm_z"] = rng.uniform(3, 12, len(sources))
     sources = validate_sources(sources, SHAPE)
     header = fits.Header(GRID)
     header["BUNIT"] = "Jy/pixel"
@@ -61,9 +69,9 @@ def write_sky(seed: int, path: Path) -> list[dict]:
             for s in sources]
 
 
-def make_cube(seed: int, out: Path, casa_python: str) -> None:
+def make_cube(seed: int, out: Path, casa_python: str, wide_lines: bool = False) -> None:
     name = f"casa_{seed}"
-    sources = write_sky(seed, out / f"{name}_sky.fits")
+    sources = write_sky(seed, out / f"{name}_sky.fits", wide_lines)
     # CASA writes its log where it starts: a scratch folder, not OUT.
     with tempfile.TemporaryDirectory(dir=out) as scratch:
         subprocess.run([casa_python, str(OBSERVE), str((out / f"{name}_sky.fits").resolve()),
@@ -84,6 +92,7 @@ def main() -> int:
     parser.add_argument("--casa-python", required=True, help="a Python with casatasks (CASA 6.7)")
     parser.add_argument("--n", type=int, default=12)
     parser.add_argument("--seed", type=int, default=6_000_000)
+    parser.add_argument("--wide-lines", action="store_true", help="line widths 3-12 channels FWHM (default 1.5-6)")
     parser.add_argument("--overwrite", action="store_true", help="make again the cubes OUT already holds")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +101,7 @@ def main() -> int:
             print(f"casa_{seed}: kept (in {args.out}; --overwrite makes it again)")
             continue
         start = time.perf_counter()
-        make_cube(seed, args.out, args.casa_python)
+        make_cube(seed, args.out, args.casa_python, args.wide_lines)
         print(f"casa_{seed}: made in {time.perf_counter() - start:.0f} s")
     return 0
 
