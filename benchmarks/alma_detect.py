@@ -155,11 +155,17 @@ def main() -> int:
                         help="a pipeline folder from `mlsky alma train`: add it beside the shipped finder")
     parser.add_argument("--peak-snr", type=snr_range_arg, default=None,
                         help="scale every simulated source to a true peak SNR in LO,HI (e.g. 3,6); skips the CASA cubes")
-    parser.add_argument("--casa-dir", type=Path, default=None,
-                        help="also the CASA cubes in DIR made by benchmarks/alma_casa_cubes.py (mlsky skies, CASA noise)")
+    parser.add_argument("--casa-dir", type=Path, action="append", default=[],
+                        help="also the CASA cubes in DIR made by benchmarks/alma_casa_cubes.py (mlsky skies, CASA "
+                             "noise); may be given more than once")
     parser.add_argument("--casa-only", action="store_true",
                         help="skip the held-out simulated cubes (tune on the validation cubes, then the CASA cubes only)")
     args = parser.parse_args()
+    casa_sets = {folder: casa_reference_names(folder) for folder in args.casa_dir}
+    for folder, names in casa_sets.items():
+        if not names:
+            print(f"--casa-dir {folder}: no CASA cubes (casa_*_truth.json) there", file=sys.stderr)
+            return 2
     print(mlsky.describe())
     sky = dict(shape=args.shape, peak_snr=args.peak_snr)
     faint = f", every source at a true peak SNR in {list(args.peak_snr)}" if args.peak_snr else ""
@@ -177,13 +183,8 @@ def main() -> int:
         print(f"\nSKIPPED the CASA reference cubes: {err}")
     else:
         report("CASA reference cubes", finders, references)
-    if args.casa_dir:
-        names = casa_reference_names(args.casa_dir)
-        if not names:
-            print(f"--casa-dir {args.casa_dir}: no CASA cubes (casa_*_truth.json) there", file=sys.stderr)
-            return 2
-        report(f"CASA cubes of mlsky skies in {args.casa_dir}", finders,
-               [load_casa_reference(n, args.casa_dir) for n in names])
+    for folder, names in casa_sets.items():
+        report(f"CASA cubes of mlsky skies in {folder}", finders, [load_casa_reference(n, folder) for n in names])
     return 0
 
 
