@@ -9,7 +9,9 @@ Every finder runs on the same cubes, read once into memory, on this CPU:
   (the fallback without the binary), the blobcat-like flood fill, photutils segmentation;
 - the finder that ships with mlsky (its default weights) as shipped; without its negated-cube
   test (``false_alarms=None``: every candidate of the networks, as before that test); with its
-  thresholds tuned on the same validation cubes (:meth:`AlmaSourceFinder.fit`); and also a
+  thresholds tuned on the same validation cubes (:meth:`AlmaSourceFinder.fit`); given each
+  cube's dirty beam (``psf``: the simulator's, or CASA's ``_psf.fits``), which drops the
+  candidates that a brighter source's sidelobes explain; and also a
   pipeline trained by ``mlsky alma train`` when ``--weights DIR`` names one (e.g. the paper's
   set-up).
 
@@ -61,6 +63,8 @@ from mlsky.data import DataUnavailableError
 TEST_SEED = 7_000_000
 VALIDATION_SEED = 8_000_000
 REFERENCE = "SoFiA-2 (default)"
+#: The shipped finder given each cube's dirty beam (``predict(cube, psf=...)``: the sidelobe test).
+WITH_PSF = "mlsky (shipped + PSF)"
 SOFIA2_GRID = {"threshold": (5.0, 4.5, 4.0), "kernels_xy": ((0, 3, 6), (0, 3, 6, 9)), "reliability": (False, True)}
 
 
@@ -102,6 +106,7 @@ def tuned_finders(validation: list, weights: str | None) -> dict:
 
     shipped = shipped_weights("alma_finder")
     finders["mlsky finder (shipped)"] = AlmaSourceFinder(shipped).load().predict
+    finders[WITH_PSF] = finders["mlsky finder (shipped)"]
     finders["mlsky (all candidates)"] = AlmaSourceFinder(shipped, false_alarms=None).load().predict
     finders["mlsky finder (tuned)"] = _tune("mlsky finder", AlmaSourceFinder(shipped).load(), validation)
     if weights:
@@ -121,7 +126,9 @@ def _tune(name: str, finder, validation: list, grid: dict | None = None):
 def report(title: str, finders: dict, sims: list) -> None:
     cubes = [as_cube(s) for s in sims]
     truths = [s.truth for s in sims]
-    table, pairs, _ = compare_finders(finders, cubes, truths)
+    beams = {id(c): s.beam for c, s in zip(cubes, sims)}
+    run = {name: (lambda c, f=f: f(c, psf=beams[id(c)])) if name == WITH_PSF else f for name, f in finders.items()}
+    table, pairs, _ = compare_finders(run, cubes, truths)
     by_snr = recall_vs_snr(truths, pairs, edges=(3, 6))
     faint = dict(zip(by_snr["finder"], by_snr["SNR 3-6"]))
     print(f"\n{title}: {len(cubes)} cubes, {sum(len(t) for t in truths)} sources")

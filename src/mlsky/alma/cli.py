@@ -121,10 +121,12 @@ def detect(args: argparse.Namespace) -> int:
     The output is checked before any work, and nothing is written when anything fails.
     """
     from mlsky.alma.finder import detect as run_pipeline
+    from mlsky.alma.finder.pipeline import read_psf
     from mlsky.alma.io import check_catalogue_path, write_catalogue
 
     output = check_catalogue_path(args.output, overwrite=args.overwrite)
-    catalogue = run_pipeline(args.cube, weights=args.weights, false_alarms=args.false_alarms)
+    psf = read_psf(args.psf) if args.psf is not None else None
+    catalogue = run_pipeline(args.cube, weights=args.weights, false_alarms=args.false_alarms, psf=psf)
     write_catalogue(catalogue, output)
     print(f"{len(catalogue)} sources -> {output}")
     return 0
@@ -156,6 +158,9 @@ def add_detect(sub) -> None:
     p.add_argument("--false-alarms", type=false_alarms_arg, default=FALSE_ALARMS, metavar="N",
                    help="keep a detection when the cube should hold at most N noise detections as significant, "
                         f"judged on the negated cube (default {FALSE_ALARMS}; none keeps every candidate)")
+    p.add_argument("--psf", type=Path, default=None,
+                   help="the cube's dirty beam (FITS, e.g. CASA's .psf exported): drop the candidates that a brighter "
+                        "source's sidelobes explain")
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
     p.set_defaults(func=detect)
 

@@ -13,7 +13,9 @@ The pipeline of Delli Veneri et al. (2023), in three steps:
 The finder that ships with mlsky keeps the candidates that the noise alone would not give, as
 judged from the networks' candidates on the negated cube (:mod:`~mlsky.alma.finder.reliability`),
 and measures each on the cube instead of with the battery (:mod:`~mlsky.alma.finder.measure`),
-after splitting close pairs (:mod:`~mlsky.alma.finder.deblend`).
+after splitting close pairs (:mod:`~mlsky.alma.finder.deblend`). Given the cube's dirty beam
+(``psf``), it also drops the candidates that a brighter source's sidelobes explain
+(:mod:`~mlsky.alma.finder.sidelobes`).
 
 Any cube size works: the integrated image is zero-padded or tiled to the network's input, and
 a cube with another pixel scale or channel width than the training cubes is resampled to
@@ -56,6 +58,7 @@ from mlsky.alma.finder.inputs import (
 )
 from mlsky.alma.finder.measure import measure_source
 from mlsky.alma.finder.reliability import expected_false, negated, resolution_elements, significance
+from mlsky.alma.finder.sidelobes import SIDELOBE_SHARE, sidelobe_share
 from mlsky.alma.finder.models.checkpoint import load_checkpoint
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 from mlsky.config import get_device, get_scale
@@ -323,13 +326,16 @@ class AlmaSourceFinder:
 
     def catalogue(self, cube: Cube, prob: np.ndarray, blob_threshold: float | None = None,
                   gru_threshold: float | None = None, memo: dict | None = None,
-                  negated_prob: np.ndarray | None = None) -> list[dict]:
+                  negated_prob: np.ndarray | None = None, psf: np.ndarray | None = None) -> list[dict]:
         """The measured detections of a (resampled) cube from its probability map, at the given
         thresholds (default: the configuration's).
 
         With ``false_alarms``, ``negated_prob`` is the map of the negated cube; each candidate
         gets ``n_false``, the noise detections the cube should hold at its significance, and
         those with more than ``false_alarms`` are dropped before they are measured.
+
+        With ``psf`` (the dirty beam on the cube's grid, peak 1 at ``shape // 2``), a candidate
+        that a brighter one's sidelobes explain is dropped too (:mod:`~mlsky.alma.finder.sidelobes`).
 
         ``memo`` (one dict per cube and map) keeps each box's Deep GRU output and each
         detection's measurement between calls, so that a threshold scan runs every network
@@ -347,6 +353,9 @@ class AlmaSourceFinder:
             n_false = (expected_false([r["snr"] for r in rows], [r["snr"] for r in noise], resolution_elements(cube))
                        if rows else [])
             rows = [{**r, "n_false": float(n)} for r, n in zip(rows, n_false) if n <= self.false_alarms]
+        if psf is not None:
+            beam_fwhm = float(np.sqrt(cube.beam_area_pix * 4 * np.log(2) / np.pi))
+            rows = [r for r, share in zip(rows, sidelobe_share(rows, psf, beam_fwhm)) if share < SIDELOBE_SHARE]
         out = []
         for row in rows:
             key = (row["x"], row["y"], row["z0"], row["z1"], row["deblend"])
@@ -405,14 +414,20 @@ class AlmaSourceFinder:
         self.config_ = replace(self.config_, **self.best_params_)
         return self
 
-    def predict(self, cube: Any) -> Table:
-        """The catalogue of the sources in a cube (path, HDU, SimulatedCube or Cube)."""
+    def predict(self, cube: Any, psf: Any = None) -> Table:
+        """The catalogue of the sources in a cube (path, HDU, SimulatedCube or Cube).
+
+        ``psf``, the cube's dirty beam (a FITS path or a 2-D array on the cube's pixels, peak at
+        ``shape // 2``, as CASA's ``tclean`` writes it), lets the finder drop the candidates that
+        a brighter source's sidelobes explain (:mod:`~mlsky.alma.finder.sidelobes`).
+        """
         if not hasattr(self, "config_"):
             self.load()
         original = cube if isinstance(cube, Cube) else as_cube(cube)
         work, factors = resample(original, self.config_.pixel_scale_arcsec, self.config_.channel_width_hz)
+        beam = None if psf is None else read_psf(psf, factors[1])
         prob, negated_prob = self.maps(work)
-        return _table(self.catalogue(work, prob, negated_prob=negated_prob), original, factors,
+        return _table(self.catalogue(work, prob, negated_prob=negated_prob, psf=beam), original, factors,
                       self.false_alarms is not None)
 
     def maps(self, cube: Cube, window: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -445,6 +460,28 @@ class AlmaSourceFinder:
         return maps
 
 
+def read_psf(psf: Any, zoom: float = 1.0) -> np.ndarray:
+    """A dirty beam as a 2-D array with peak 1 (degenerate axes dropped; a cube's middle plane),
+    zoomed by ``zoom`` onto a resampled cube's grid. Raises ValueError naming what is wrong."""
+    name = str(psf) if isinstance(psf, (str, os.PathLike)) else "psf"
+    if isinstance(psf, (str, os.PathLike)):
+        from astropy.io import fits
+
+        try:
+            psf = fits.getdata(psf)
+        except (OSError, TypeError) as err:
+            raise ValueError(f"{name}: not a readable FITS dirty beam ({err})") from err
+    beam = np.squeeze(np.asarray(psf, float))
+    if beam.ndim == 3:
+        beam = beam[len(beam) // 2]
+    if beam.ndim != 2 or not np.isfinite(beam).all() or beam.max() <= 0:
+        raise ValueError(f"{name}: a dirty beam must be a finite 2-D image with a positive peak, "
+                         f"got shape {np.shape(psf)}")
+    if zoom != 1.0:
+        beam = ndimage.zoom(beam, zoom, order=1)
+    return beam / beam.max()
+
+
 def _table(rows: list[dict], cube: Cube, factors: tuple[float, float], n_false: bool) -> Table:
     """The catalogue of measured rows, with each detection's significance and, when the finder
     judged it against the negated cube, ``n_false``."""
@@ -459,7 +496,7 @@ def _table(rows: list[dict], cube: Cube, factors: tuple[float, float], n_false: 
 
 
 def detect(cube: Any, weights: str | os.PathLike | None = None, device=None,
-           false_alarms: float | None = FALSE_ALARMS) -> Table:
+           false_alarms: float | None = FALSE_ALARMS, psf: Any = None) -> Table:
     """Find and characterise the sources of a dirty cube with the trained pipeline.
 
     Parameters
@@ -473,6 +510,9 @@ def detect(cube: Any, weights: str | os.PathLike | None = None, device=None,
     false_alarms
         The most noise detections as significant as a kept one that the cube may hold
         (:class:`AlmaSourceFinder`); ``None`` keeps every candidate of the networks.
+    psf
+        The cube's dirty beam (FITS path or 2-D array, peak at ``shape // 2``): candidates that a
+        brighter source's sidelobes explain are dropped (:mod:`~mlsky.alma.finder.sidelobes`).
 
     Returns
     -------
@@ -487,4 +527,4 @@ def detect(cube: Any, weights: str | os.PathLike | None = None, device=None,
         from mlsky.data.weights import shipped_weights
 
         weights = shipped_weights("alma_finder")
-    return AlmaSourceFinder(weights, device, false_alarms=false_alarms).load().predict(cube)
+    return AlmaSourceFinder(weights, device, false_alarms=false_alarms).load().predict(cube, psf=psf)
