@@ -7,7 +7,7 @@ import pytest
 from astropy.io import fits
 
 from mlsky.alma.finder import detect
-from mlsky.alma.finder.pipeline import read_psf
+from mlsky.alma.io import read_psf
 from mlsky.alma.finder.sidelobes import NEAR_BEAMS, SIDELOBE_SHARE, sidelobe_share
 from mlsky.alma.sim.simulate import random_cube
 

@@ -121,8 +121,7 @@ def detect(args: argparse.Namespace) -> int:
     The output is checked before any work, and nothing is written when anything fails.
     """
     from mlsky.alma.finder import detect as run_pipeline
-    from mlsky.alma.finder.pipeline import read_psf
-    from mlsky.alma.io import check_catalogue_path, write_catalogue
+    from mlsky.alma.io import check_catalogue_path, read_psf, write_catalogue
 
     output = check_catalogue_path(args.output, overwrite=args.overwrite)
     psf = read_psf(args.psf) if args.psf is not None else None

@@ -1,7 +1,8 @@
-"""FITS cubes and catalogues on disk: the one cube reader, and atomic catalogue writes.
+"""FITS cubes and catalogues on disk: the one cube reader, its dirty beam, and atomic catalogue writes.
 
 Both the simulator (:mod:`mlsky.alma.sim`) and the finder (:mod:`mlsky.alma.finder`) read
-cubes through :func:`read_cube`, so a bad file gets the same message whichever reads it.
+cubes through :func:`read_cube` and dirty beams through :func:`read_psf`, so a bad file gets
+the same message whichever reads it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
+from scipy import ndimage
 
-__all__ = ["CubeError", "drop_degenerate_axes", "read_cube", "write_catalogue"]
+__all__ = ["CubeError", "drop_degenerate_axes", "read_cube", "read_psf", "write_catalogue"]
 
 #: Catalogue formats by file extension (astropy's names).
 CATALOGUE_FORMATS = {".ecsv": "ascii.ecsv", ".fits": "fits", ".fit": "fits", ".csv": "ascii.csv",
@@ -63,20 +65,51 @@ def read_cube(path: str | os.PathLike) -> tuple[np.ndarray, fits.Header]:
         file and the shape found.
     """
     path = Path(path)
+    data, header = _first_data_hdu(path, "cube")
+    data, header = drop_degenerate_axes(data, header, str(path))
+    if data.ndim != 3:
+        raise CubeError(f"{path}: not a data cube; expected 3 axes (freq, y, x), found shape {data.shape}")
+    return data, header
+
+
+def read_psf(psf: str | os.PathLike | np.ndarray, zoom: float = 1.0) -> np.ndarray:
+    """A dirty beam (FITS path or array) as a 2-D float array with peak 1: degenerate axes
+    dropped, a cube's middle plane, zoomed by ``zoom`` (linear) onto a resampled cube's grid.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    CubeError
+        If the file is not FITS, or the beam is not a finite 2-D image with a positive peak;
+        the message names the file.
+    """
+    name = str(psf) if isinstance(psf, (str, os.PathLike)) else "psf"
+    if isinstance(psf, (str, os.PathLike)):
+        psf, _ = _first_data_hdu(Path(psf), "dirty beam")
+    beam = np.squeeze(np.asarray(psf, float))
+    if beam.ndim == 3:
+        beam = beam[len(beam) // 2]
+    if beam.ndim != 2 or not np.isfinite(beam).all() or beam.max() <= 0:
+        raise CubeError(f"{name}: a dirty beam must be a finite 2-D image with a positive peak, "
+                        f"got shape {np.shape(psf)}")
+    if zoom != 1.0:
+        beam = ndimage.zoom(beam, zoom, order=1)
+    return beam / beam.max()
+
+
+def _first_data_hdu(path: Path, what: str) -> tuple[np.ndarray, fits.Header]:
+    """The first HDU with data (float32) and its header; clear errors naming the file."""
     if not path.is_file():
-        raise FileNotFoundError(f"no cube file {path}")
+        raise FileNotFoundError(f"no {what} file {path}")
     try:
         with fits.open(path) as hdul:
             hdu = next((h for h in hdul if h.data is not None), None)
             if hdu is None:
                 raise CubeError(f"{path}: no HDU holds data")
-            data, header = np.asarray(hdu.data, np.float32), hdu.header.copy()
+            return np.asarray(hdu.data, np.float32), hdu.header.copy()
     except (OSError, TypeError) as err:
-        raise CubeError(f"{path}: not a readable FITS file ({err})") from err
-    data, header = drop_degenerate_axes(data, header, str(path))
-    if data.ndim != 3:
-        raise CubeError(f"{path}: not a data cube; expected 3 axes (freq, y, x), found shape {data.shape}")
-    return data, header
+        raise CubeError(f"{path}: not a readable FITS {'file' if what == 'cube' else what} ({err})") from err
 
 
 def check_catalogue_path(path: str | os.PathLike, overwrite: bool = False) -> Path:

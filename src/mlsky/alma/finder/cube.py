@@ -64,6 +64,11 @@ class Cube:
         """The cube in units of its per-channel noise."""
         return self.data / self.noise[:, None, None]
 
+    @property
+    def beam_fwhm_pix(self) -> float:
+        """The beam's geometric-mean FWHM in pixels, from its area: ``sqrt(4 ln 2 area / pi)``."""
+        return float(np.sqrt(self.beam_area_pix * 4 * np.log(2) / np.pi))
+
     def snr_of(self, channels: slice | np.ndarray = slice(None), ys: slice = slice(None),
                xs: slice = slice(None)) -> np.ndarray:
         """``snr[channels, ys, xs]``, dividing only that part (``channels``: a slice or indices)."""
@@ -135,8 +140,8 @@ def as_cube(obj: Any) -> Cube:
     if not finite.any():
         raise CubeError(f"{name}: every value is NaN or infinite")
     # Skipping NaNs costs ten times a plain median: only a blanked cube pays it.
-    noise = mad_std(np.where(finite, data, np.nan) if not finite.all() else data,
-                    axis=(1, 2), ignore_nan=not finite.all())
+    blanked = not finite.all()
+    noise = mad_std(np.where(finite, data, np.nan) if blanked else data, axis=(1, 2), ignore_nan=blanked)
     good = np.isfinite(noise) & (noise > 0)
     if not good.any():
         raise CubeError(f"{name}: the noise is zero (the data are constant); not a dirty cube")

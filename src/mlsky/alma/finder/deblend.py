@@ -139,7 +139,7 @@ def blend_fit(cube: Cube, x: float, y: float, z0: int, z1: int) -> BlendFit:
     """One and (when the single component explains enough for a second to pass) two 3-D
     Gaussians fitted to the detection's sub-cube; see :func:`split_blend`."""
     n_chan, ny, nx = cube.data.shape
-    bmaj = float(np.sqrt(cube.beam_area_pix / (np.pi / (4 * np.log(2)))))  # geometric-mean FWHM, pix
+    bmaj = cube.beam_fwhm_pix
     if cube.beam is not None:
         bmaj = float(cube.beam.major.to_value(u.arcsec)) / cube.pixel_scale_arcsec
     sigma_beam = bmaj / FWHM_PER_SIGMA

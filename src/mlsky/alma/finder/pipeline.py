@@ -59,6 +59,7 @@ from mlsky.alma.finder.inputs import (
 from mlsky.alma.finder.measure import measure_source
 from mlsky.alma.finder.reliability import expected_false, negated, resolution_elements, significance
 from mlsky.alma.finder.sidelobes import SIDELOBE_SHARE, sidelobe_share
+from mlsky.alma.io import read_psf
 from mlsky.alma.finder.models.checkpoint import load_checkpoint
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 from mlsky.config import get_device, get_scale
@@ -354,8 +355,8 @@ class AlmaSourceFinder:
                        if rows else [])
             rows = [{**r, "n_false": float(n)} for r, n in zip(rows, n_false) if n <= self.false_alarms]
         if psf is not None:
-            beam_fwhm = float(np.sqrt(cube.beam_area_pix * 4 * np.log(2) / np.pi))
-            rows = [r for r, share in zip(rows, sidelobe_share(rows, psf, beam_fwhm)) if share < SIDELOBE_SHARE]
+            shares = sidelobe_share(rows, psf, cube.beam_fwhm_pix)
+            rows = [r for r, share in zip(rows, shares) if share < SIDELOBE_SHARE]
         out = []
         for row in rows:
             key = (row["x"], row["y"], row["z0"], row["z1"], row["deblend"])
@@ -458,28 +459,6 @@ class AlmaSourceFinder:
         for prob in maps:
             prob[cube.blank] = 0.0
         return maps
-
-
-def read_psf(psf: Any, zoom: float = 1.0) -> np.ndarray:
-    """A dirty beam as a 2-D array with peak 1 (degenerate axes dropped; a cube's middle plane),
-    zoomed by ``zoom`` onto a resampled cube's grid. Raises ValueError naming what is wrong."""
-    name = str(psf) if isinstance(psf, (str, os.PathLike)) else "psf"
-    if isinstance(psf, (str, os.PathLike)):
-        from astropy.io import fits
-
-        try:
-            psf = fits.getdata(psf)
-        except (OSError, TypeError) as err:
-            raise ValueError(f"{name}: not a readable FITS dirty beam ({err})") from err
-    beam = np.squeeze(np.asarray(psf, float))
-    if beam.ndim == 3:
-        beam = beam[len(beam) // 2]
-    if beam.ndim != 2 or not np.isfinite(beam).all() or beam.max() <= 0:
-        raise ValueError(f"{name}: a dirty beam must be a finite 2-D image with a positive peak, "
-                         f"got shape {np.shape(psf)}")
-    if zoom != 1.0:
-        beam = ndimage.zoom(beam, zoom, order=1)
-    return beam / beam.max()
 
 
 def _table(rows: list[dict], cube: Cube, factors: tuple[float, float], n_false: bool) -> Table:

@@ -78,8 +78,7 @@ def significance(cube: Cube, x: float, y: float, z0: int, z1: int) -> float:
     the position is returned.
     """
     image = cube.snr_of(slice(max(z0, 0), max(z1, z0 + 1))).sum(axis=0)
-    beam_fwhm = np.sqrt(cube.beam_area_pix * 4 * np.log(2) / np.pi)
-    image = ndimage.gaussian_filter(image, SMOOTHING_BEAMS * beam_fwhm)
+    image = ndimage.gaussian_filter(image, SMOOTHING_BEAMS * cube.beam_fwhm_pix)
     rms = mad_std(image)
     xi, yi = int(round(x)), int(round(y))
     window = image[max(yi - 1, 0) : yi + 2, max(xi - 1, 0) : xi + 2]

@@ -23,10 +23,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.table import Table
 
-from mlsky.alma.io import read_cube
+from mlsky.alma.io import read_cube, read_psf
 from mlsky.alma.sim.simulate import SimulatedCube, _with_snr, fit_beam, simulate_cube
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA, validate_sources
 from mlsky.alma.sim.uv import ObservationConfig
@@ -79,7 +78,7 @@ def load_casa_reference(name: str | int, folder: str | os.PathLike | None = None
     meta = json.loads(truth_path.read_text())
     dirty, header = read_cube(folder / f"{name}_dirty.fits")
     sky, _ = read_cube(folder / f"{name}_sky.fits")
-    beam = fits.getdata(folder / f"{name}_psf.fits").astype(np.float32)
+    beam = read_psf(folder / f"{name}_psf.fits").astype(np.float32)
     sources = meta["sources"]
     table = Table(
         dict(
