@@ -65,7 +65,9 @@ def test_the_dirty_beam_changes_nothing_where_no_sidelobe_explains_a_candidate()
     flat[tuple(np.array(flat.shape) // 2)] = 1.0
     with_beam = detect(sim, psf=flat)
     assert len(without) > 0
-    np.testing.assert_array_equal(np.asarray(without["x"]), np.asarray(with_beam["x"]))
+    # The same detections (each one's significance comes from the detector, not from the fit,
+    # which now goes through the given beam).
+    np.testing.assert_array_equal(np.asarray(without["snr"]), np.asarray(with_beam["snr"]))
 
 
 def test_cli_detect_refuses_a_bad_psf_before_any_work(tmp_path, capsys):
@@ -79,3 +81,23 @@ def test_cli_detect_refuses_a_bad_psf_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "psf.fits" in err[0] and "Traceback" not in err[0]
     assert not target.exists()
+
+
+def test_a_cube_keeps_its_dirty_beam_and_the_finder_uses_it():
+    from mlsky.alma.finder import as_cube
+    from mlsky.alma.finder.cube import resample
+
+    sim = random_cube(3, shape=(32, 64, 64))
+    cube = as_cube(sim, psf=sim.beam)
+    np.testing.assert_allclose(cube.psf, sim.beam / sim.beam.max())
+    assert as_cube(sim).psf is None
+    given = detect(sim, psf=sim.beam)
+    kept = detect(cube)
+    assert len(given) > 0
+    for column in ("x", "y", "fwhm_x", "fwhm_y", "flux"):
+        np.testing.assert_array_equal(np.asarray(given[column]), np.asarray(kept[column]))
+    # Resampled onto twice as fine pixels, the beam goes with the cube.
+    finer, _ = resample(cube, cube.pixel_scale_arcsec / 2, cube.channel_width_hz)
+    assert finer.psf.shape == (2 * sim.beam.shape[0], 2 * sim.beam.shape[1])
+    with pytest.raises(ValueError, match="psf: a dirty beam must be a finite 2-D image"):
+        as_cube(sim, psf=np.zeros(5))

@@ -159,7 +159,7 @@ def add_detect(sub) -> None:
                         f"judged on the negated cube (default {FALSE_ALARMS}; none keeps every candidate)")
     p.add_argument("--psf", type=Path, default=None,
                    help="the cube's dirty beam (FITS, e.g. CASA's .psf exported): drop the candidates that a brighter "
-                        "source's sidelobes explain")
+                        "source's sidelobes explain, and fit sizes and fluxes through it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
     p.set_defaults(func=detect)
 

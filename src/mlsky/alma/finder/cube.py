@@ -20,7 +20,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from radio_beam import Beam
 from scipy import ndimage
 
-from mlsky.alma.io import CubeError, drop_degenerate_axes, read_cube
+from mlsky.alma.io import CubeError, drop_degenerate_axes, read_cube, read_psf
 
 __all__ = ["Cube", "CubeError", "as_cube", "resample"]
 
@@ -47,6 +47,9 @@ class Cube:
         Beam area in pixels (from the header's beam, else from the noise).
     beam
         The header's restoring beam, or None when the header has none.
+    psf
+        The dirty beam on the cube's pixels (peak 1 at ``shape // 2``), when it was given to
+        :func:`as_cube`; the finder then measures sources through it and tests sidelobes.
     """
 
     data: np.ndarray
@@ -58,6 +61,7 @@ class Cube:
     name: str = "cube"
     beam_area_pix: float = field(default=np.nan)
     beam: Beam | None = None
+    psf: np.ndarray | None = None
 
     @property
     def snr(self) -> np.ndarray:
@@ -103,18 +107,22 @@ def _data_and_header(obj: Any) -> tuple[np.ndarray, fits.Header, str]:
     return data, header, name
 
 
-def as_cube(obj: Any) -> Cube:
+def as_cube(obj: Any, psf: Any = None) -> Cube:
     """Read a dirty cube (FITS path, HDU, :class:`~mlsky.alma.sim.simulate.SimulatedCube` or
     ``(data, header)``) and check it.
 
     A degenerate Stokes axis is dropped. The spectral axis must be frequency (``FREQ``).
+    ``psf``, the cube's dirty beam (a FITS path, as CASA's ``tclean`` writes ``.psf``, or a 2-D
+    array on the cube's pixels with its peak at ``shape // 2``, e.g. a SimulatedCube's ``beam``),
+    is checked with :func:`~mlsky.alma.io.read_psf` and kept as :attr:`Cube.psf`.
 
     Raises
     ------
     CubeError
         Wrong number of axes, no or unknown spectral axis, no celestial axes, all data NaN,
-        or zero noise; the message names the cube.
+        or zero noise; or a dirty beam that is not a finite 2-D image. The message names the file.
     """
+    beam = None if psf is None else read_psf(psf)
     data, header, name = _data_and_header(obj)
     if data.ndim != 3:
         raise CubeError(f"{name}: a cube needs 3 axes (frequency, dec, ra), got {data.ndim} with shape {data.shape}")
@@ -151,7 +159,7 @@ def as_cube(obj: Any) -> Cube:
     pixel_scale = float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600)
     freqs = wcs.spectral.pixel_to_world_values(np.array([0.0, 1.0]))
     channel_width = float(abs(freqs[1] - freqs[0]))
-    cube = Cube(data, noise, blank, wcs, pixel_scale, channel_width, name)
+    cube = Cube(data, noise, blank, wcs, pixel_scale, channel_width, name, psf=beam)
     cube.beam_area_pix = _beam_area(cube, header)
     if "BMAJ" in header and "BMIN" in header:
         cube.beam = Beam.from_fits_header(header)
@@ -207,8 +215,9 @@ def resample(cube: Cube, pixel_scale_arcsec: float, channel_width_hz: float, tol
     wcs = cube.wcs.deepcopy()
     wcs.wcs.cdelt = wcs.wcs.cdelt / np.array([fxy, fxy, fz])
     wcs.wcs.crpix = (wcs.wcs.crpix - 0.5) * np.array([fxy, fxy, fz]) + 0.5
+    psf = None if cube.psf is None else read_psf(cube.psf, fxy)
     out = Cube(data, noise, blank, wcs, pixel_scale_arcsec, channel_width_hz, cube.name,
-               cube.beam_area_pix * fxy**2, cube.beam)
+               cube.beam_area_pix * fxy**2, cube.beam, psf)
     return out, (fz, fxy)
 
 

@@ -15,7 +15,8 @@ judged from the networks' candidates on the negated cube (:mod:`~mlsky.alma.find
 and measures each on the cube instead of with the battery (:mod:`~mlsky.alma.finder.measure`),
 after splitting close pairs (:mod:`~mlsky.alma.finder.deblend`). Given the cube's dirty beam
 (``psf``), it also drops the candidates that a brighter source's sidelobes explain
-(:mod:`~mlsky.alma.finder.sidelobes`).
+(:mod:`~mlsky.alma.finder.sidelobes`), and fits each source through that beam, which removes the
+deconvolution's bias from sizes and fluxes.
 
 Any cube size works: the integrated image is zero-padded or tiled to the network's input, and
 a cube with another pixel scale or channel width than the training cubes is resampled to
@@ -255,15 +256,17 @@ class AlmaSourceFinder:
             prob = self.deep_gru_(torch.from_numpy(spec[None]).to(self.device_)).cpu().numpy()[0]
         return spec, prob
 
-    def characterise(self, cube: Cube, detections: list[tuple[float, float, int, int]]) -> list[dict[str, float]]:
+    def characterise(self, cube: Cube, detections: list[tuple[float, float, int, int]],
+                     psf: np.ndarray | None = None) -> list[dict[str, float]]:
         """Measure detections at ``(x, y)`` with emission in channels ``[z0, z1)``: fitted on the
-        cube (``measure="fit"``), or the ResNet battery on cutouts integrated over the range."""
+        cube (``measure="fit"``; through the dirty beam ``psf`` when given), or the ResNet battery
+        on cutouts integrated over the range."""
         import torch
 
         if not detections:
             return []
         if self.measure == "fit":
-            return [measure_source(cube, *d) for d in detections]
+            return [measure_source(cube, *d, psf=psf) for d in detections]
         batch = torch.from_numpy(np.stack([battery_input(cube, *d, self.config_.cutout) for d in detections])[:, None])
         out = {}
         with torch.no_grad():
@@ -336,7 +339,8 @@ class AlmaSourceFinder:
         those with more than ``false_alarms`` are dropped before they are measured.
 
         With ``psf`` (the dirty beam on the cube's grid, peak 1 at ``shape // 2``), a candidate
-        that a brighter one's sidelobes explain is dropped too (:mod:`~mlsky.alma.finder.sidelobes`).
+        that a brighter one's sidelobes explain is dropped too (:mod:`~mlsky.alma.finder.sidelobes`),
+        and the sources are measured through it (:func:`~mlsky.alma.finder.measure.measure_source`).
 
         ``memo`` (one dict per cube and map) keeps each box's Deep GRU output and each
         detection's measurement between calls, so that a threshold scan runs every network
@@ -361,16 +365,17 @@ class AlmaSourceFinder:
         for row in rows:
             key = (row["x"], row["y"], row["z0"], row["z1"], row["deblend"])
             if key not in memo:
-                memo[key] = self._measured(cube, row)
+                memo[key] = self._measured(cube, row, psf)
             # n_false depends on the thresholds: the memo's rows keep the first call's.
             out += [{**m, **{k: row[k] for k in ("snr", "n_false") if k in row}} for m in memo[key]]
         return out
 
-    def _measured(self, cube: Cube, row: dict) -> list[dict]:
+    def _measured(self, cube: Cube, row: dict, psf: np.ndarray | None) -> list[dict]:
         """A detection measured (split first when deblending): one row, or two for a pair."""
         if self.deblend and self.measure == "fit":
-            return [{**r, **measure_source(c, r["x"], r["y"], r["z0"], r["z1"])} for r, c in self.split(cube, [row])]
-        return [{**row, **self.characterise(cube, [(row["x"], row["y"], row["z0"], row["z1"])])[0]}]
+            return [{**r, **measure_source(c, r["x"], r["y"], r["z0"], r["z1"], psf=psf)}
+                    for r, c in self.split(cube, [row])]
+        return [{**row, **self.characterise(cube, [(row["x"], row["y"], row["z0"], row["z1"])], psf)[0]}]
 
     def fit(self, cubes: Sequence, param_grid: dict[str, Sequence] | None = None) -> "AlmaSourceFinder":
         """Choose the thresholds with the best F1 (then mean IoU) on cubes with truth tables,
@@ -419,14 +424,17 @@ class AlmaSourceFinder:
         """The catalogue of the sources in a cube (path, HDU, SimulatedCube or Cube).
 
         ``psf``, the cube's dirty beam (a FITS path or a 2-D array on the cube's pixels, peak at
-        ``shape // 2``, as CASA's ``tclean`` writes it), lets the finder drop the candidates that
-        a brighter source's sidelobes explain (:mod:`~mlsky.alma.finder.sidelobes`).
+        ``shape // 2``, as CASA's ``tclean`` writes it; default the cube's own
+        :attr:`~mlsky.alma.finder.cube.Cube.psf`), lets the finder drop the candidates that
+        a brighter source's sidelobes explain (:mod:`~mlsky.alma.finder.sidelobes`), and measure
+        each source through it: sizes, angles and fluxes with no deconvolution bias
+        (:func:`~mlsky.alma.finder.measure.measure_source`).
         """
         if not hasattr(self, "config_"):
             self.load()
         original = cube if isinstance(cube, Cube) else as_cube(cube)
         work, factors = resample(original, self.config_.pixel_scale_arcsec, self.config_.channel_width_hz)
-        beam = None if psf is None else read_psf(psf, factors[1])
+        beam = work.psf if psf is None else read_psf(psf, factors[1])
         prob, negated_prob = self.maps(work)
         return _table(self.catalogue(work, prob, negated_prob=negated_prob, psf=beam), original, factors,
                       self.false_alarms is not None)
@@ -491,7 +499,8 @@ def detect(cube: Any, weights: str | os.PathLike | None = None, device=None,
         (:class:`AlmaSourceFinder`); ``None`` keeps every candidate of the networks.
     psf
         The cube's dirty beam (FITS path or 2-D array, peak at ``shape // 2``): candidates that a
-        brighter source's sidelobes explain are dropped (:mod:`~mlsky.alma.finder.sidelobes`).
+        brighter source's sidelobes explain are dropped (:mod:`~mlsky.alma.finder.sidelobes`),
+        and the sources are fitted through it (:func:`~mlsky.alma.finder.measure.measure_source`).
 
     Returns
     -------
