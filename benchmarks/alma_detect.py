@@ -11,7 +11,8 @@ Every finder runs on the same cubes, read once into memory, on this CPU:
   test (``false_alarms=None``: every candidate of the networks, as before that test); with its
   thresholds tuned on the same validation cubes (:meth:`AlmaSourceFinder.fit`); given each
   cube's dirty beam (``psf``: the simulator's, or CASA's ``_psf.fits``), which drops the
-  candidates that a brighter source's sidelobes explain; and also a
+  candidates that a brighter source's sidelobes explain and fits each source through the
+  beam; and also a
   pipeline trained by ``mlsky alma train`` when ``--weights DIR`` names one (e.g. the paper's
   set-up).
 
@@ -63,7 +64,8 @@ from mlsky.data import DataUnavailableError
 TEST_SEED = 7_000_000
 VALIDATION_SEED = 8_000_000
 REFERENCE = "SoFiA-2 (default)"
-#: The shipped finder given each cube's dirty beam (``predict(cube, psf=...)``: the sidelobe test).
+#: The shipped finder given each cube's dirty beam (``predict(cube, psf=...)``: the sidelobe test and the fit
+#: through the beam).
 WITH_PSF = "mlsky (shipped + PSF)"
 SOFIA2_GRID = {"threshold": (5.0, 4.5, 4.0), "kernels_xy": ((0, 3, 6), (0, 3, 6, 9)), "reliability": (False, True)}
 
