@@ -48,7 +48,10 @@ def test_read_psf_normalises_and_refuses_what_is_not_a_beam(tmp_path):
     beam = read_psf(path)
     assert beam.shape == (65, 65) and beam.max() == 1.0
     assert read_psf(np.stack([_psf()] * 3)).shape == (65, 65)  # a cube: its middle plane
-    assert read_psf(_psf(), zoom=2.0).shape == (130, 130)
+    zoomed = read_psf(_psf(level=0.0) + np.outer(np.hanning(65), np.hanning(65)), zoom=2.0)
+    assert zoomed.shape == (130, 130) and np.unravel_index(np.argmax(zoomed), zoomed.shape) == (65, 65)
+    with pytest.raises(ValueError, match=r"must peak at its centre pixel \(shape // 2 = \(32, 32\)"):
+        read_psf(np.roll(_psf(level=0.0), 1, axis=1))
     with pytest.raises(ValueError, match="finite 2-D image with a positive peak"):
         read_psf(np.zeros(5))
     with pytest.raises(ValueError, match="finite 2-D image with a positive peak"):

@@ -81,8 +81,8 @@ def read_psf(psf: str | os.PathLike | np.ndarray, zoom: float = 1.0) -> np.ndarr
     FileNotFoundError
         If there is no such file.
     CubeError
-        If the file is not FITS, or the beam is not a finite 2-D image with a positive peak;
-        the message names the file.
+        If the file is not FITS, or the beam is not a finite 2-D image with a positive peak at
+        its centre pixel (``shape // 2``); the message names the file.
     """
     name = str(psf) if isinstance(psf, (str, os.PathLike)) else "psf"
     if isinstance(psf, (str, os.PathLike)):
@@ -93,8 +93,17 @@ def read_psf(psf: str | os.PathLike | np.ndarray, zoom: float = 1.0) -> np.ndarr
     if beam.ndim != 2 or not np.isfinite(beam).all() or beam.max() <= 0:
         raise CubeError(f"{name}: a dirty beam must be a finite 2-D image with a positive peak, "
                         f"got shape {np.shape(psf)}")
+    cy, cx = np.array(beam.shape) // 2
+    if beam[cy, cx] < beam.max():
+        peak = np.unravel_index(np.argmax(beam), beam.shape)
+        raise CubeError(f"{name}: a dirty beam must peak at its centre pixel (shape // 2 = {(int(cy), int(cx))}, "
+                        f"as CASA writes it), not at {tuple(int(v) for v in peak)}")
     if zoom != 1.0:
-        beam = ndimage.zoom(beam, zoom, order=1)
+        # Sampled about the peak, so that it stays at the centre pixel of the zoomed beam.
+        size = np.maximum(np.round(np.array(beam.shape) * zoom).astype(int), 1)
+        yy, xx = np.mgrid[: size[0], : size[1]]
+        beam = ndimage.map_coordinates(beam, [(yy - size[0] // 2) / zoom + cy, (xx - size[1] // 2) / zoom + cx],
+                                       order=1, mode="constant")
     return beam / beam.max()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from mlsky.alma.finder.cube import Cube
+from mlsky.alma.finder.cube import Cube, original_pixel
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA, validate_sources
 
 #: Columns of every catalogue written by the pipeline and the peers.
@@ -24,9 +24,9 @@ def finish_catalogue(rows: list[dict], cube: Cube, factors: tuple[float, float] 
     n_chan, ny, nx = cube.data.shape
     cols = {c: [] for c in ("x", "y", "z", "fwhm_x", "fwhm_y", "pa_deg", "fwhm_z", "flux", "deblend")}
     for r in rows:
-        cols["x"].append(r["x"] / fxy)
-        cols["y"].append(r["y"] / fxy)
-        cols["z"].append(r["z"] / fz)
+        cols["x"].append(float(original_pixel(r["x"], fxy)))
+        cols["y"].append(float(original_pixel(r["y"], fxy)))
+        cols["z"].append(float(original_pixel(r["z"], fz)))
         cols["fwhm_x"].append(max(r["fwhm_x"], 0.1) / fxy)
         cols["fwhm_y"].append(max(r["fwhm_y"], 0.1) / fxy)
         cols["pa_deg"].append(r["pa_deg"] % 180.0)

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from mlsky.alma.io import CubeError, drop_degenerate_axes, read_cube, read_psf
 
-__all__ = ["Cube", "CubeError", "as_cube", "resample"]
+__all__ = ["Cube", "CubeError", "as_cube", "original_pixel", "resample"]
 
 
 @dataclass
@@ -207,9 +207,11 @@ def resample(cube: Cube, pixel_scale_arcsec: float, channel_width_hz: float, tol
     fz = 1.0 if abs(fz - 1) < tolerance else fz
     if fxy == 1.0 and fz == 1.0:
         return cube, (1.0, 1.0)
-    data = ndimage.zoom(cube.data, (fz, fxy, fxy), order=1).astype(np.float32)
-    blank = ndimage.zoom(cube.blank.astype(np.float32), (fxy, fxy), order=0) > 0.5
-    noise = np.interp(np.arange(data.shape[0]) / fz, np.arange(len(cube.noise)), cube.noise)
+    # Pixel edges aligned (grid_mode), as the WCS below and original_pixel() map them: the new
+    # pixel j covers (j + 0.5) / f - 0.5 of the old grid.
+    data = ndimage.zoom(cube.data, (fz, fxy, fxy), order=1, grid_mode=True, mode="nearest").astype(np.float32)
+    blank = ndimage.zoom(cube.blank.astype(np.float32), (fxy, fxy), order=0, grid_mode=True, mode="nearest") > 0.5
+    noise = np.interp(original_pixel(np.arange(data.shape[0]), fz), np.arange(len(cube.noise)), cube.noise)
     # Interpolation smooths the noise: measure it again on the new grid.
     noise = np.maximum(mad_std(data.reshape(data.shape[0], -1), axis=1), 1e-3 * noise).astype(np.float32)
     wcs = cube.wcs.deepcopy()
@@ -219,6 +221,13 @@ def resample(cube: Cube, pixel_scale_arcsec: float, channel_width_hz: float, tol
     out = Cube(data, noise, blank, wcs, pixel_scale_arcsec, channel_width_hz, cube.name,
                cube.beam_area_pix * fxy**2, cube.beam, psf)
     return out, (fz, fxy)
+
+
+def original_pixel(pixel: np.ndarray | float, factor: float) -> np.ndarray | float:
+    """The coordinate on the original grid of a pixel coordinate on a grid zoomed by ``factor``
+    (:func:`resample`: pixel edges aligned, so the zoomed grid's first pixel centre is at
+    ``0.5 / factor - 0.5``)."""
+    return (np.asarray(pixel, float) + 0.5) / factor - 0.5
 
 
 # --- inputs of the three networks (shared with mlsky.alma.finder.train) -------------------------
