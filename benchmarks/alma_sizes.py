@@ -59,8 +59,8 @@ def _window(cube, source) -> tuple[slice, slice, float]:
 def oracle_through_beam(cube, source) -> tuple[float, float, float]:
     """The source's FWHMs and angle fitted through the dirty beam with the true line."""
     ys, xs, bmaj = _window(cube, source)
-    shape, _ = _fit_through_beam(_line_image(cube, source, ys, xs), source["x"], source["y"], bmaj,
-                                 cube.beam_area_pix, ys=ys, xs=xs, beam_ft=_beam_transform(cube.psf, ys, xs))
+    shape, _ = _fit_through_beam(_line_image(cube, source, ys, xs), source["x"], source["y"], bmaj_pix=bmaj, ys=ys,
+                                 xs=xs, beam_ft=_beam_transform(cube.psf, ys, xs))
     return shape["fwhm_x"], shape["fwhm_y"], shape["pa_deg"]
 
 

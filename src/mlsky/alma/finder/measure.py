@@ -165,19 +165,22 @@ def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: b
     half = int(np.ceil(1.5 * bmaj_pix))
     xi, yi = int(round(x)), int(round(y))
     ys, xs = slice(max(yi - half, 0), min(yi + half + 1, ny)), slice(max(xi - half, 0), min(xi + half + 1, nx))
-    fit_image = partial(_fit_gaussian, ys=ys, xs=xs) if psf is None else partial(_fit_through_beam, ys=ys, xs=xs,
-                                                                                 beam_ft=_beam_transform(psf, ys, xs))
+    window = dict(bmaj_pix=bmaj_pix, ys=ys, xs=xs)
+    if psf is None:
+        fit_image = partial(_fit_gaussian, beam_area_pix=cube.beam_area_pix, **window)
+    else:
+        fit_image = partial(_fit_through_beam, beam_ft=_beam_transform(psf, ys, xs), **window)
     # First pass: the channels of the detection, each in units of its noise, summed.
     weights = np.zeros(n_chan)
     weights[z0:z1] = 1.0
-    shape, line = _fit_image_and_line(cube, fit_image, x, y, ys, xs, weights, z0, z1, bmaj_pix)
+    shape, line = _fit_image_and_line(cube, fit_image, x, y, ys, xs, weights, z0, z1)
     # Second pass: the channels weighted by the fitted line itself, the best weighting of a known
     # profile in independent noise; the boxcar of the detector's range adds noise channels.
     if line["fwhm_z"] > 0 and line["peak"] > 0:
         sigma_z = line["fwhm_z"] / FWHM_PER_SIGMA
         profile = np.exp(-0.5 * ((np.arange(n_chan) - line["z"]) / sigma_z) ** 2)
         profile[profile < 1e-3] = 0.0
-        shape, line = _fit_image_and_line(cube, fit_image, shape["x"], shape["y"], ys, xs, profile, z0, z1, bmaj_pix)
+        shape, line = _fit_image_and_line(cube, fit_image, shape["x"], shape["y"], ys, xs, profile, z0, z1)
     if psf is None:
         fwhm_x, fwhm_y, pa = _deconvolve(shape["fwhm_x"], shape["fwhm_y"], shape["pa_deg"], beam, pix)
     else:
@@ -190,24 +193,24 @@ def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: b
 
 
 def _fit_image_and_line(cube: Cube, fit_image, x: float, y: float, ys: slice, xs: slice, weights: np.ndarray,
-                        z0: int, z1: int, bmaj_pix: float) -> tuple[dict[str, float], dict[str, float]]:
+                        z0: int, z1: int) -> tuple[dict[str, float], dict[str, float]]:
     """The image's shape fitted on the channels combined with ``weights`` (in noise units, so the
     image's noise is 1), and the line fitted to the optimal-extraction spectrum of that profile.
 
-    ``fit_image(image, x, y, bmaj_pix, beam_area_pix)`` returns the fitted shape (``x, y`` in
+    ``fit_image(image, x, y)`` returns the fitted shape (``x, y`` in
     the cube's pixels, ``fwhm_x, fwhm_y, pa_deg``) and the image of a source of 1 Jy of that shape
     on the window, in Jy/beam.
     """
     used = np.flatnonzero(weights)
     image = np.tensordot(weights[used], cube.snr_of(used, ys, xs), axes=1) / np.sqrt(np.sum(weights[used] ** 2))
-    shape, p = fit_image(image, x, y, bmaj_pix, cube.beam_area_pix)
+    shape, p = fit_image(image, x, y)
     # Optimal extraction of the fitted profile, channel by channel: Jy at each channel.
     spectrum = np.tensordot(cube.data[:, ys, xs], p, axes=([1, 2], [0, 1])) / float((p * p).sum())
     return shape, _fit_line(spectrum, z0, z1)
 
 
-def _fit_gaussian(image: np.ndarray, x: float, y: float, bmaj_pix: float, beam_area_pix: float, *, ys: slice,
-                  xs: slice) -> tuple[dict[str, float], np.ndarray]:
+def _fit_gaussian(image: np.ndarray, x: float, y: float, *, bmaj_pix: float, ys: slice, xs: slice,
+                  beam_area_pix: float) -> tuple[dict[str, float], np.ndarray]:
     """A 2-D Gaussian fitted to the image: the source convolved with the beam, to be deconvolved."""
     yy, xx = np.mgrid[ys, xs]
     sigma_beam = bmaj_pix / FWHM_PER_SIGMA
@@ -249,8 +252,8 @@ def _beam_transform(psf: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
     return np.fft.rfft2(np.fft.ifftshift(grid))
 
 
-def _fit_through_beam(image: np.ndarray, x: float, y: float, bmaj_pix: float, beam_area_pix: float, *, ys: slice,
-                      xs: slice, beam_ft: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+def _fit_through_beam(image: np.ndarray, x: float, y: float, *, bmaj_pix: float, ys: slice, xs: slice,
+                      beam_ft: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     """The source's own Gaussian, convolved with the dirty beam, fitted to the image.
 
     The convolution is a product in Fourier space, where a Gaussian of any size (even far below
