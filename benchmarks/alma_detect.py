@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlsky
@@ -64,8 +65,8 @@ from mlsky.data import DataUnavailableError
 TEST_SEED = 7_000_000
 VALIDATION_SEED = 8_000_000
 REFERENCE = "SoFiA-2 (default)"
-#: The shipped finder given each cube's dirty beam (``predict(cube, psf=...)``: the sidelobe test and the fit
-#: through the beam).
+#: The shipped finder reading each cube's dirty beam (``Cube.psf``: the sidelobe test and the fit through
+#: the beam).
 WITH_PSF = "mlsky (shipped + PSF)"
 SOFIA2_GRID = {"threshold": (5.0, 4.5, 4.0), "kernels_xy": ((0, 3, 6), (0, 3, 6, 9)), "reliability": (False, True)}
 
@@ -126,10 +127,10 @@ def _tune(name: str, finder, validation: list, grid: dict | None = None):
 
 
 def report(title: str, finders: dict, sims: list) -> None:
-    cubes = [as_cube(s) for s in sims]
+    cubes = [as_cube(s, psf=s.beam) for s in sims]
     truths = [s.truth for s in sims]
-    beams = {id(c): s.beam for c, s in zip(cubes, sims)}
-    run = {name: (lambda c, f=f: f(c, psf=beams[id(c)])) if name == WITH_PSF else f for name, f in finders.items()}
+    # Each cube carries its dirty beam; every finder but WITH_PSF runs without it.
+    run = {name: f if name == WITH_PSF else (lambda c, f=f: f(replace(c, psf=None))) for name, f in finders.items()}
     table, pairs, _ = compare_finders(run, cubes, truths)
     by_snr = recall_vs_snr(truths, pairs, edges=(3, 6))
     faint = dict(zip(by_snr["finder"], by_snr["SNR 3-6"]))
