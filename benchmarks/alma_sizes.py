@@ -13,8 +13,9 @@ within three beams (one Gaussian is fitted, so blends are left out) is observed 
   without the dirty beam (``restoring``) and with it (``dirty``, ``psf=``).
 
 Printed: the residual mean and std (true - measured) of the major and minor FWHM and the std of
-the position angle (axis ratio >= 1.5), pooled over sources and draws, and the ratio of mlsky's
-std to the oracle's through the dirty beam. The oracle knows what no finder knows, so its std
+the position angle (axis ratio >= 1.5), pooled over sources and draws, the ratio of mlsky's
+std to the oracle's through the dirty beam, and the std of mlsky's pulls there (measured - true
+over its 1-sigma error: 1 when the errors are right). The oracle knows what no finder knows, so its std
 says how far sizes can be measured at these SNRs; chapter 4's size targets are read against it.
 
 Run: ``python benchmarks/alma_sizes.py [--cubes 20] [--draws 8]``
@@ -33,7 +34,15 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 import mlsky
 from mlsky.alma.finder import as_cube
-from mlsky.alma.finder.measure import _deconvolve, _beam_transform, _fit_through_beam, cube_beam, measure_source
+from mlsky.alma.finder.cube import noise_autocorrelation
+from mlsky.alma.finder.measure import (
+    _acf_kernel,
+    _beam_transform,
+    _deconvolve,
+    _fit_through_beam,
+    cube_beam,
+    measure_source,
+)
 from mlsky.alma.metrics import angle_difference, beam_fwhm_of
 from mlsky.alma.sim.simulate import random_cube, simulate_cube
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA, canonical_shape
@@ -59,8 +68,10 @@ def _window(cube, source) -> tuple[slice, slice, float]:
 def oracle_through_beam(cube, source) -> tuple[float, float, float]:
     """The source's FWHMs and angle fitted through the dirty beam with the true line."""
     ys, xs, bmaj = _window(cube, source)
-    shape, _ = _fit_through_beam(_line_image(cube, source, ys, xs), source["x"], source["y"], bmaj_pix=bmaj, ys=ys,
-                                 xs=xs, beam_ft=_beam_transform(cube.psf, ys, xs))
+    image = _line_image(cube, source, ys, xs)
+    acf = _acf_kernel(noise_autocorrelation(cube), *image.shape)
+    shape, _ = _fit_through_beam(image, source["x"], source["y"], acf, bmaj_pix=bmaj, ys=ys, xs=xs,
+                                 beam_ft=_beam_transform(cube.psf, ys, xs))
     return shape["fwhm_x"], shape["fwhm_y"], shape["pa_deg"]
 
 
@@ -88,6 +99,7 @@ def main() -> int:
     print(mlsky.describe())
     rng = np.random.default_rng(0)
     residuals = {name: [] for name in ("oracle restoring", "oracle dirty", "mlsky restoring", "mlsky dirty")}
+    pulls = []
     sources = set()
     for i in range(args.cubes):
         sky = random_cube(SEED + i, shape=SHAPE).truth
@@ -112,6 +124,8 @@ def main() -> int:
                     got = canonical_shape(*shape)
                     residuals[name].append((float(true[0] - got[0]), float(true[1] - got[1]),
                                             float(angle_difference(true[2], got[2])), float(true[0] / true[1])))
+                pulls.append(((mp["fwhm_x"] - true[0]) / mp["err_fwhm_x"], (mp["fwhm_y"] - true[1]) / mp["err_fwhm_y"],
+                              float(angle_difference(mp["pa_deg"], true[2])) / mp["err_pa_deg"], float(true[0] / true[1])))
     print(f"{len(sources)} lone sources of peak SNR > 5 in {args.cubes} skies, {args.draws} noise draws each")
     print(f"{'measurement':18s} {'major mean':>10s} {'major std':>10s} {'minor mean':>11s} {'minor std':>10s} {'pa std':>8s}"
           "  (px, deg)")
@@ -124,6 +138,9 @@ def main() -> int:
               f" {stds[name][2]:8.1f}")
     ratio = [m / o for m, o in zip(stds["mlsky dirty"], stds["oracle dirty"])]
     print(f"mlsky std / oracle std (dirty beam): major {ratio[0]:.2f}, minor {ratio[1]:.2f}, angle {ratio[2]:.2f}")
+    pulls = np.asarray(pulls)
+    print(f"std of mlsky's pulls (measured - true) / err (dirty beam; 1 if the errors are right): major "
+          f"{pulls[:, 0].std():.2f}, minor {pulls[:, 1].std():.2f}, angle {pulls[pulls[:, 3] >= 1.5, 2].std():.2f}")
     return 0
 
 

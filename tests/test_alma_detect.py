@@ -16,6 +16,7 @@ from mlsky.alma.metrics import (
     evaluate,
     flux_error_vs_snr,
     match,
+    parameter_pulls,
     parameter_residuals,
 )
 from mlsky.alma.peers import BlobcatFinder, PhotutilsFinder, SofiaFinder, reliability
@@ -150,6 +151,14 @@ def test_residuals_and_flux_error_tables():
     np.testing.assert_allclose(angle_difference([179.0, 10.0], [1.0, 20.0]), [-2.0, -10.0])
     assert {r["parameter"]: r["n"] for r in parameter_residuals(pairs, min_snr=10)}["x"] == 0  # SNR 8 is cut
     assert {r["parameter"]: r["n"] for r in parameter_residuals(pairs, min_snr=5)}["x"] == 1
+    assert len(parameter_pulls(pairs)) == 0  # no error columns, no pulls
+    found["err_x"], found["err_flux"], found["err_pa_deg"] = [0.5], [1e-4], [4.0]
+    _, pairs = evaluate([truth], [found])
+    pulls = {r["parameter"]: r for r in parameter_pulls(pairs)}
+    assert set(pulls) == {"x", "flux", "pa_deg"}
+    assert pulls["x"]["mean"] == pytest.approx(2.0) and pulls["flux"]["mean"] == pytest.approx(-5.0)
+    assert pulls["pa_deg"]["mean"] == pytest.approx(0.5)  # wrapped: 2 deg, not 178
+    assert pulls["x"]["within_1"] == 0.0
 
 
 def test_position_angle_residuals_skip_round_sources():
@@ -489,6 +498,14 @@ def test_finish_catalogue_maps_a_zoomed_grid_back_to_the_cube():
     ra, dec, freq = cube.wcs.pixel_to_world_values(19.75, 9.75, 6.0)
     assert table["ra"][0] == pytest.approx(ra) and table["freq"].quantity.to_value("Hz")[0] == pytest.approx(freq)
     assert table["x0"][0] < 20 < table["x1"][0] and table["z0"][0] < 6 < table["z1"][0]
+    assert "err_x" not in table.colnames  # a finder that measured no errors gets no error columns
+    errors = dict(err_x=0.4, err_y=0.2, err_z=0.5, err_fwhm_x=0.6, err_fwhm_y=0.8, err_pa_deg=7.0, err_fwhm_z=0.3,
+                  err_flux=1e-4)
+    table = finish_catalogue([{**row, **errors}], cube, factors=(2.0, 2.0))
+    # Errors of positions and sizes shrink with the zoom as the values; the angle's and flux's do not.
+    assert [table[c][0] for c in ("err_x", "err_y", "err_z", "err_fwhm_x", "err_pa_deg", "err_fwhm_z", "err_flux")] \
+        == pytest.approx([0.2, 0.1, 0.25, 0.3, 7.0, 0.15, 1e-4])
+    assert table["err_x"].unit == "pix" and table["err_flux"].unit == "Jy" and table["err_pa_deg"].unit == "deg"
 
 
 @pytest.mark.parametrize("cell_arcsec, size", [(0.05, 256), (0.15, 86)])
@@ -506,6 +523,10 @@ def test_a_cube_with_other_pixels_than_training_gets_its_positions_right(cell_ar
     assert len(bright) >= 8
     for axis in ("x", "y"):
         assert abs(np.median(bright[f"{axis}_pred"] - bright[f"{axis}_true"])) <= 0.15, axis
+    # The errors are mapped back with the positions: their pulls keep a scale of about 1.
+    pulls = parameter_pulls(pairs, min_snr=5)
+    for axis in ("x", "y"):
+        assert 0.6 <= pulls["std"][list(pulls["parameter"]).index(axis)] <= 1.5, pulls
 
 
 def test_export_drops_the_optimiser_and_keeps_the_best_weights(tiny_fcn_weights, tmp_path):

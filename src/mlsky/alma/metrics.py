@@ -271,7 +271,8 @@ def evaluate(truths: Iterable[Table], catalogues: Iterable[Table], *,
         parameter of :data:`PARAMETERS` present in both tables ``<name>_true`` and
         ``<name>_pred`` (the ellipse as major axis ``fwhm_x``, minor axis ``fwhm_y`` and the
         major axis's ``pa_deg``, on both sides) (plus ``snr_true`` when the truth has an SNR), the SDC2 sub-scores
-        ``sdc2_<name>`` and their mean ``sdc2``.
+        ``sdc2_<name>`` and their mean ``sdc2``; and ``err_<name>_pred`` where the catalogue has
+        the parameter's error ``err_<name>`` (:func:`parameter_pulls`).
     """
     truths, catalogues = list(truths), list(catalogues)
     if len(truths) != len(catalogues):
@@ -292,6 +293,8 @@ def evaluate(truths: Iterable[Table], catalogues: Iterable[Table], *,
                 m[f"{name}_true"] = np.asarray(truth[name], float)[m["i_true"]]
             if name in found.colnames and name != "snr":
                 m[f"{name}_pred"] = np.asarray(found[name], float)[m["i_pred"]]
+            if f"err_{name}" in found.colnames:
+                m[f"err_{name}_pred"] = np.asarray(found[f"err_{name}"], float)[m["i_pred"]]
         for which in ("true", "pred"):
             _canonical_ellipse(m, which)
         pairs.append(sdc2_scores(m))
@@ -421,6 +424,52 @@ def parameter_residuals(pairs: Table, min_snr: float | None = None, min_axis_rat
         d = d[np.isfinite(d)]
         rows.append((name, unit, len(d), float(np.mean(d)) if len(d) else np.nan, float(np.std(d)) if len(d) else np.nan))
     return Table(rows=rows, names=("parameter", "unit", "n", "mean", "std"))
+
+
+def parameter_pulls(pairs: Table, min_snr: float | None = None, min_axis_ratio_pa: float = 1.5) -> Table:
+    """How well a catalogue's errors describe its residuals: the pulls ``(predicted - true) / error``.
+
+    Errors that are right give pulls of mean 0 and std 1, with 68% of them within 1. Only the
+    parameters with an error column (``err_<name>_pred``, from :func:`evaluate`) are listed.
+
+    Parameters
+    ----------
+    pairs
+        Matched pairs from :func:`evaluate`.
+    min_snr, min_axis_ratio_pa
+        As for :func:`parameter_residuals` (the position angle of a nearly round source is
+        not defined).
+
+    Returns
+    -------
+    astropy.table.Table
+        ``parameter, n, mean, std, within_1`` (the fraction of pulls within 1).
+
+    Examples
+    --------
+    >>> pairs = Table({"x_true": [1.0, 2.0, 3.0], "x_pred": [1.5, 1.0, 3.0], "err_x_pred": [0.5, 1.0, 0.2]})
+    >>> [round(float(v), 3) for v in parameter_pulls(pairs)[0]["mean", "std", "within_1"]]
+    [0.0, 0.816, 0.333]
+    """
+    if min_snr is not None:
+        if "snr_true" not in pairs.colnames:
+            raise ValueError("min_snr needs the matched pairs' true SNR (snr_true)")
+        pairs = pairs[np.asarray(pairs["snr_true"], float) > min_snr]
+    rows = []
+    for name in PARAMETERS:
+        if not {f"{name}_true", f"{name}_pred", f"err_{name}_pred"} <= set(pairs.colnames):
+            continue
+        t, p = np.asarray(pairs[f"{name}_true"], float), np.asarray(pairs[f"{name}_pred"], float)
+        d = angle_difference(p, t) if name == "pa_deg" else p - t
+        keep = np.ones(len(d), bool)
+        if name == "pa_deg" and {"fwhm_x_true", "fwhm_y_true"} <= set(pairs.colnames):
+            keep = np.asarray(pairs["fwhm_x_true"], float) >= min_axis_ratio_pa * np.asarray(pairs["fwhm_y_true"], float)
+        pull = d[keep] / np.asarray(pairs[f"err_{name}_pred"], float)[keep]
+        pull = pull[np.isfinite(pull)]
+        rows.append((name, len(pull), *((float(np.mean(pull)), float(np.std(pull)), float(np.mean(np.abs(pull) < 1)))
+                                        if len(pull) else (np.nan,) * 3)))
+    return Table(rows=rows, names=("parameter", "n", "mean", "std", "within_1"),
+                 dtype=(str, int, float, float, float))
 
 
 def position_residuals(pairs: Table, min_snr: float = 5.0) -> dict[str, float]:

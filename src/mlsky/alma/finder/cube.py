@@ -177,6 +177,10 @@ def noise_autocorrelation(cube: Cube, channels: int = 4) -> np.ndarray:
     for channel in edge:
         f = np.fft.rfft2(channel - channel.mean())
         acf += np.fft.fftshift(np.fft.irfft2(np.abs(f) ** 2, s=channel.shape))
+    if not acf.max() > 0:  # no noise (a noise-free simulation): nothing is correlated
+        acf[:] = 0.0
+        acf[tuple(np.array(acf.shape) // 2)] = 1.0
+        return acf
     return acf / acf.max()
 
 

@@ -507,8 +507,10 @@ def detect(cube: Any, weights: str | os.PathLike | None = None, device=None,
     astropy.table.Table
         One row per source: pixel position ``x, y, z``, sky position ``ra, dec``, ``freq``,
         3-D box ``x0..z1``, ``fwhm_x, fwhm_y`` (pix and arcsec), ``pa_deg``, ``fwhm_z``
-        (channels and kHz), ``flux`` (Jy, at the line peak), ``deblend``, ``snr`` (the
-        significance) and ``n_false`` (the noise detections as significant that the cube
+        (channels and kHz), ``flux`` (Jy, at the line peak), ``deblend``, the 1-sigma errors
+        ``err_x, err_y, err_z, err_fwhm_x, err_fwhm_y, err_pa_deg, err_fwhm_z, err_flux``
+        (:func:`~mlsky.alma.finder.measure.measure_source`; not for the paper's battery), ``snr``
+        (the significance) and ``n_false`` (the noise detections as significant that the cube
         should hold, :mod:`~mlsky.alma.finder.reliability`).
     """
     if weights is None:
