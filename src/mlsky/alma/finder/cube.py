@@ -172,7 +172,7 @@ def noise_autocorrelation(cube: Cube, channels: int = 4) -> np.ndarray:
     The noise of a dirty image is correlated over the beam; a cube's edge channels are taken
     as free of sources (lines sit near the band's centre).
     """
-    edge = cube.snr[: max(1, min(channels, len(cube.data)))]
+    edge = cube.snr_of(slice(0, max(1, min(channels, len(cube.data)))))
     acf = np.zeros(edge.shape[1:])
     for channel in edge:
         f = np.fft.rfft2(channel - channel.mean())
