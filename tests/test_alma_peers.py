@@ -167,6 +167,10 @@ def test_sofia2_finds_and_measures_bright_sources(sofia):
     assert 0.5 < pairs["flux_pred"][0] / pairs["flux_true"][0] < 1.2
     # The box is the extent of SoFiA's mask around the source.
     assert found["x0"][pairs["i_pred"][0]] < first["x_true"] < found["x1"][pairs["i_pred"][0]]
+    # SoFiA's own errors of the position, line centre and flux; it has none for the shape.
+    assert {"err_x", "err_y", "err_z", "err_flux"} <= set(found.colnames) and "err_fwhm_x" not in found.colnames
+    assert (found["err_x"] > 0).all() and (found["err_flux"] < found["flux"]).all()
+    assert found["err_flux"].unit == "Jy"
 
 
 def test_sofia2_returns_an_empty_catalogue_on_noise(sofia):

@@ -14,23 +14,23 @@ CATALOGUE_COLUMNS = (
     "x", "y", "z", "x0", "x1", "y0", "y1", "z0", "z1", "fwhm_x", "fwhm_y", "pa_deg", "fwhm_z",
     "flux", "ra", "dec", "freq", "deblend",
 )  # fmt: skip
-#: The 1-sigma errors that a catalogue holds when its finder measured them (the pipeline's
-#: :func:`~mlsky.alma.finder.measure.measure_source`), in the units of their parameters.
+#: The 1-sigma errors that a catalogue holds where its finder measured them (all of them for the
+#: pipeline's :func:`~mlsky.alma.finder.measure.measure_source`; SoFiA-2 gives those of the
+#: position, line centre and flux), in the units of their parameters.
 ERROR_COLUMNS = ("err_x", "err_y", "err_z", "err_fwhm_x", "err_fwhm_y", "err_pa_deg", "err_fwhm_z", "err_flux")
 
 
 def finish_catalogue(rows: list[dict], cube: Cube, factors: tuple[float, float] = (1.0, 1.0)) -> Table:
     """Catalogue from source rows measured on a grid zoomed by ``factors`` (spectral, spatial)
     from ``cube``'s: back to the cube's grid, boxes from the estimated shapes (the rule of the
-    simulator's truth), sky coordinates from the cube's WCS, units; and :data:`ERROR_COLUMNS`
-    after the others when every row has them."""
+    simulator's truth), sky coordinates from the cube's WCS, units; and each of
+    :data:`ERROR_COLUMNS` that every row has, after the others."""
     fz, fxy = factors
     n_chan, ny, nx = cube.data.shape
     cols = {c: [] for c in ("x", "y", "z", "fwhm_x", "fwhm_y", "pa_deg", "fwhm_z", "flux", "deblend")}
-    with_errors = bool(rows) and all(all(c in r for c in ERROR_COLUMNS) for r in rows)
     # Errors scale with the zoom as their parameters (the angle's and flux's do not).
     zoom = {"err_x": fxy, "err_y": fxy, "err_z": fz, "err_fwhm_x": fxy, "err_fwhm_y": fxy, "err_fwhm_z": fz}
-    errors = {c: [r[c] / zoom.get(c, 1.0) for r in rows] for c in ERROR_COLUMNS} if with_errors else {}
+    errors = {c: [r[c] / zoom.get(c, 1.0) for r in rows] for c in ERROR_COLUMNS if rows and all(c in r for r in rows)}
     for r in rows:
         cols["x"].append(float(original_pixel(r["x"], fxy)))
         cols["y"].append(float(original_pixel(r["y"], fxy)))

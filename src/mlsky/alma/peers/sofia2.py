@@ -26,7 +26,10 @@ beam area of ``BMAJ``/``BMIN``):
   the sum of the masked voxels times ``CDELT3`` over the beam area in pixels (Jy Hz); over
   ``CDELT3`` it is the line integral in Jy x channels, which over ``1.0645 fwhm_z`` (the
   integral of a Gaussian line of unit peak) gives the peak. Like every mask-limited sum it
-  misses the wings of faint sources.
+  misses the wings of faint sources;
+- ``err_x, err_y, err_z, err_flux``: SoFiA's own statistical errors (``err_x, err_y, err_z``,
+  and ``err_f_sum`` converted as ``f_sum``), which it derives from the noise rms, scaled by the
+  square root of the beam area for the noise's correlation.
 
 Examples
 --------
@@ -245,10 +248,14 @@ def catalogue_from_sofia(found: Table, cube: Cube) -> Table:
         sigmas = np.array([src["ell_maj"], src["ell_min"]]) / 2.0
         fwhm = gaussian_sigma_to_fwhm * np.sqrt(np.maximum(sigmas**2 - beam_sigma**2, MIN_SIGMA_PIX**2))
         fwhm_z = max(float(src["w50"]) / channel, 1.0)
+        to_flux = 1.0 / channel / (GAUSSIAN_INTEGRAL_PER_FWHM * fwhm_z)
         rows.append(dict(
             x=float(src["x"]), y=float(src["y"]), z=float(src["z"]), fwhm_x=float(fwhm[0]), fwhm_y=float(fwhm[1]),
-            pa_deg=float(src["ell_pa"]) + 90.0, fwhm_z=fwhm_z,
-            flux=float(src["f_sum"]) / channel / (GAUSSIAN_INTEGRAL_PER_FWHM * fwhm_z),
+            pa_deg=float(src["ell_pa"]) + 90.0, fwhm_z=fwhm_z, flux=float(src["f_sum"]) * to_flux,
+            # SoFiA-2's own statistical errors, where its catalogue has them.
+            **{ours: float(src[theirs]) * scale for ours, theirs, scale in
+               (("err_x", "err_x", 1.0), ("err_y", "err_y", 1.0), ("err_z", "err_z", 1.0), ("err_flux", "err_f_sum", to_flux))
+               if theirs in src.colnames},
         ))
     table = finish_catalogue(rows, cube)
     # SoFiA reports the extent of its mask, not a box from fitted shapes.
