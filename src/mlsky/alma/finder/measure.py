@@ -140,7 +140,7 @@ def _deconvolve_axes(major: float, minor: float, pa_pix: float, beam: Beam, pix:
 
 
 def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: bool = True,
-                   psf: np.ndarray | None = None) -> dict[str, float]:
+                   psf: np.ndarray | None = None, noise_acf: np.ndarray | None = None) -> dict[str, float]:
     """Measure one source of ``cube`` detected near ``(x, y)`` in channels ``[z0, z1)``.
 
     Parameters
@@ -156,6 +156,9 @@ def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: b
     psf
         The cube's dirty beam on its pixels, peak 1 at ``shape // 2``
         (:func:`~mlsky.alma.io.read_psf`): the source is then fitted through it.
+    noise_acf
+        :func:`~mlsky.alma.finder.cube.noise_autocorrelation` of the cube, for the errors; a
+        caller that measures many sources of one cube passes it once computed.
 
     Returns
     -------
@@ -184,7 +187,8 @@ def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: b
     xi, yi = int(round(x)), int(round(y))
     ys, xs = slice(max(yi - half, 0), min(yi + half + 1, ny)), slice(max(xi - half, 0), min(xi + half + 1, nx))
     window = dict(bmaj_pix=bmaj_pix, ys=ys, xs=xs)
-    acf = _acf_kernel(noise_autocorrelation(cube), ys.stop - ys.start, xs.stop - xs.start)
+    acf = _acf_kernel(noise_autocorrelation(cube) if noise_acf is None else noise_acf, ys.stop - ys.start,
+                      xs.stop - xs.start)
     if psf is None:
         fit_image = partial(_fit_gaussian, beam_area_pix=cube.beam_area_pix, **window)
     else:
@@ -192,14 +196,16 @@ def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: b
     # First pass: the channels of the detection, each in units of its noise, summed.
     weights = np.zeros(n_chan)
     weights[z0:z1] = 1.0
-    shape, line = _fit_image_and_line(cube, fit_image, acf, x, y, ys, xs, weights, z0, z1)
+    shape, line = _fit_image_and_line(cube, fit_image, None, x, y, ys, xs, weights, z0, z1)
     # Second pass: the channels weighted by the fitted line itself, the best weighting of a known
-    # profile in independent noise; the boxcar of the detector's range adds noise channels.
+    # profile in independent noise; the boxcar of the detector's range adds noise channels. (A
+    # line not fitted keeps the boxcar.) Only this pass's errors are kept, so only it takes them.
     if line["fwhm_z"] > 0 and line["peak"] > 0:
         sigma_z = line["fwhm_z"] / FWHM_PER_SIGMA
-        profile = np.exp(-0.5 * ((np.arange(n_chan) - line["z"]) / sigma_z) ** 2)
-        profile[profile < 1e-3] = 0.0
-        shape, line = _fit_image_and_line(cube, fit_image, acf, shape["x"], shape["y"], ys, xs, profile, z0, z1)
+        weights = np.exp(-0.5 * ((np.arange(n_chan) - line["z"]) / sigma_z) ** 2)
+        weights[weights < 1e-3] = 0.0
+        x, y = shape["x"], shape["y"]
+    shape, line = _fit_image_and_line(cube, fit_image, acf, x, y, ys, xs, weights, z0, z1)
     measured = np.array([shape[k] for k in ("fwhm_x", "fwhm_y", "pa_deg")])
     cov = shape["cov"]  # of x, y, the measured fwhm_x^2 and fwhm_y^2, pa_deg
     var_squared = np.diag(cov)[2:4]
@@ -233,15 +239,16 @@ def measure_source(cube: Cube, x: float, y: float, z0: int, z1: int, *, pbcor: b
             "err_flux": float(err_flux)}
 
 
-def _fit_image_and_line(cube: Cube, fit_image, acf: np.ndarray, x: float, y: float, ys: slice, xs: slice,
+def _fit_image_and_line(cube: Cube, fit_image, acf: np.ndarray | None, x: float, y: float, ys: slice, xs: slice,
                         weights: np.ndarray, z0: int, z1: int) -> tuple[dict[str, float], dict[str, float]]:
     """The image's shape fitted on the channels combined with ``weights`` (in noise units, so the
     image's noise is 1, correlated as ``acf``), and the line fitted to the optimal-extraction
     spectrum of that profile.
 
     ``fit_image(image, x, y, acf)`` returns the fitted shape (``x, y`` in the cube's pixels,
-    ``fwhm_x, fwhm_y, pa_deg``, their covariance ``cov`` and ``total_rel_var``) and the image of
-    a source of 1 Jy of that shape on the window, in Jy/beam.
+    ``fwhm_x, fwhm_y, pa_deg``; with ``acf``, also their covariance ``cov``, ``free_angle`` and
+    ``total_rel_var``) and the image of a source of 1 Jy of that shape on the window, in
+    Jy/beam. Without ``acf`` no errors are taken.
     """
     used = np.flatnonzero(weights)
     image = np.tensordot(weights[used], cube.snr_of(used, ys, xs), axes=1) / np.sqrt(np.sum(weights[used] ** 2))
@@ -250,7 +257,7 @@ def _fit_image_and_line(cube: Cube, fit_image, acf: np.ndarray, x: float, y: flo
     # noise of the channel's times sqrt(p' C p) / p'p for pixel noise correlated as C.
     pp = float((p * p).sum())
     spectrum = np.tensordot(cube.data[:, ys, xs], p, axes=([1, 2], [0, 1])) / pp
-    spectrum_noise = cube.noise * np.sqrt(float((p * _correlated(p[None], acf)[0]).sum())) / pp
+    spectrum_noise = None if acf is None else cube.noise * np.sqrt(float((p * _correlated(p[None], acf)[0]).sum())) / pp
     return shape, _fit_line(spectrum, spectrum_noise, z0, z1)
 
 
@@ -320,7 +327,7 @@ def _numerical_jacobian(f, m: np.ndarray, step: float = 1e-4) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
-def _fit_gaussian(image: np.ndarray, x: float, y: float, acf: np.ndarray, *, bmaj_pix: float, ys: slice, xs: slice,
+def _fit_gaussian(image: np.ndarray, x: float, y: float, acf: np.ndarray | None, *, bmaj_pix: float, ys: slice, xs: slice,
                   beam_area_pix: float) -> tuple[dict[str, object], np.ndarray]:
     """A 2-D Gaussian fitted to the image: the source convolved with the beam, to be deconvolved."""
     yy, xx = np.mgrid[ys, xs]
@@ -337,11 +344,12 @@ def _fit_gaussian(image: np.ndarray, x: float, y: float, acf: np.ndarray, *, bma
     shape = {"x": float(fit.x_mean.value), "y": float(fit.y_mean.value),
              "fwhm_x": float(fit.x_stddev.value) * FWHM_PER_SIGMA, "fwhm_y": float(fit.y_stddev.value) * FWHM_PER_SIGMA,
              "pa_deg": np.degrees(float(fit.theta.value)) % 180.0}
-    amplitude, _, _, sx, sy, _ = fit.parameters
-    jac = np.stack([d.ravel() for d in fit.fit_deriv(xx, yy, *fit.parameters)], axis=1)
-    jac[:, 3:5] /= 2 * np.array([sx, sy])  # d / d sigma^2, as _image_errors takes them
-    # The total is 2 pi amplitude sx sy.
-    shape |= _image_errors(jac, fit(xx, yy), acf, np.array([1 / amplitude, 0, 0, 0.5 / sx**2, 0.5 / sy**2, 0]))
+    if acf is not None:
+        amplitude, _, _, sx, sy, _ = fit.parameters
+        jac = np.stack([d.ravel() for d in fit.fit_deriv(xx, yy, *fit.parameters)], axis=1)
+        jac[:, 3:5] /= 2 * np.array([sx, sy])  # d / d sigma^2, as _image_errors takes them
+        # The total is 2 pi amplitude sx sy.
+        shape |= _image_errors(jac, fit(xx, yy), acf, np.array([1 / amplitude, 0, 0, 0.5 / sx**2, 0.5 / sy**2, 0]))
     # The fitted Gaussian at peak 1 Jy/beam holds sum / beam_area Jy.
     profile = fit.copy()
     profile.amplitude = 1.0
@@ -368,7 +376,7 @@ def _beam_transform(psf: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
     return np.fft.rfft2(np.fft.ifftshift(grid))
 
 
-def _fit_through_beam(image: np.ndarray, x: float, y: float, acf: np.ndarray, *, bmaj_pix: float, ys: slice,
+def _fit_through_beam(image: np.ndarray, x: float, y: float, acf: np.ndarray | None, *, bmaj_pix: float, ys: slice,
                       xs: slice, beam_ft: np.ndarray) -> tuple[dict[str, object], np.ndarray]:
     """The source's own Gaussian, convolved with the dirty beam, fitted to the image.
 
@@ -413,14 +421,16 @@ def _fit_through_beam(image: np.ndarray, x: float, y: float, acf: np.ndarray, *,
     fit = optimize.least_squares(lambda p: (model(p) - image).ravel(), start, jac=jacobian, bounds=(lower, upper)).x
     shape = {"x": float(fit[1]) + xs.start, "y": float(fit[2]) + ys.start, "fwhm_x": float(fit[3]) * FWHM_PER_SIGMA,
              "fwhm_y": float(fit[4]) * FWHM_PER_SIGMA, "pa_deg": np.degrees(float(fit[5])) % 180.0}
-    shape |= _image_errors(jacobian(fit, squared=True), model(fit), acf, np.array([1 / max(fit[0], 1e-30), 0, 0, 0, 0, 0]))
+    if acf is not None:
+        shape |= _image_errors(jacobian(fit, squared=True), model(fit), acf,
+                               np.array([1 / max(fit[0], 1e-30), 0, 0, 0, 0, 0]))
     # The dirty beam has peak 1: a source of 1 Jy is this model with total 1, in Jy/beam.
     return shape, model(np.array([1.0, *fit[1:]]))
 
 
-def _fit_line(spectrum: np.ndarray, noise: np.ndarray, z0: int, z1: int) -> dict[str, float]:
-    """A Gaussian line fitted to a flux spectrum around channels ``[z0, z1)``, with the errors of
-    its centre, FWHM and peak for independent channel noise ``noise``.
+def _fit_line(spectrum: np.ndarray, noise: np.ndarray | None, z0: int, z1: int) -> dict[str, float]:
+    """A Gaussian line fitted to a flux spectrum around channels ``[z0, z1)``, with (given the
+    independent channel noise ``noise``) the errors of its centre, FWHM and peak.
 
     The continuum is taken out first: the median of the channels beyond the fit's window (a
     line's range on either side of it), as ``imcontsub`` does at order 0; a continuum left in
@@ -434,8 +444,8 @@ def _fit_line(spectrum: np.ndarray, noise: np.ndarray, z0: int, z1: int) -> dict
     continuum, continuum_var = 0.0, 0.0
     if line_free.size >= MIN_LINE_FREE:
         continuum = float(np.median(line_free))
-        # A median's variance is pi / 2 that of the mean.
-        continuum_var = np.pi / 2 * float(np.mean(np.r_[noise[:lo], noise[hi:]] ** 2)) / line_free.size
+        if noise is not None:  # a median's variance is pi / 2 that of the mean
+            continuum_var = np.pi / 2 * float(np.mean(np.r_[noise[:lo], noise[hi:]] ** 2)) / line_free.size
     z = np.arange(lo, hi, dtype=float)
     s = spectrum[lo:hi].astype(float) - continuum
     inside = s[z0 - lo : z1 - lo]
@@ -447,10 +457,12 @@ def _fit_line(spectrum: np.ndarray, noise: np.ndarray, z0: int, z1: int) -> dict
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyUserWarning)
         fit = fitting.TRFLSQFitter()(start, z, s)
+    line = {"z": float(fit.mean.value), "fwhm_z": float(fit.stddev.value) * FWHM_PER_SIGMA, "peak": float(fit.amplitude.value)}
+    if noise is None:
+        return line
     jac = np.stack(fit.fit_deriv(z, *fit.parameters), axis=1)
     bread = np.linalg.pinv(jac.T @ jac)
     cov = bread @ (jac.T * noise[lo:hi] ** 2) @ jac @ bread
     err_peak, err_z, err_sigma = np.sqrt(np.clip(np.diag(cov), 0, None))
-    err_peak = np.hypot(err_peak, np.sqrt(continuum_var))
-    return {"z": float(fit.mean.value), "fwhm_z": float(fit.stddev.value) * FWHM_PER_SIGMA, "peak": float(fit.amplitude.value),
-            "err_z": float(err_z), "err_fwhm_z": float(err_sigma) * FWHM_PER_SIGMA, "err_peak": float(err_peak)}
+    return line | {"err_z": float(err_z), "err_fwhm_z": float(err_sigma) * FWHM_PER_SIGMA,
+                   "err_peak": float(np.hypot(err_peak, np.sqrt(continuum_var)))}

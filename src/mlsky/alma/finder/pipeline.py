@@ -43,7 +43,7 @@ from astropy.table import Table
 from scipy import ndimage
 
 from mlsky.alma.finder.catalogue import finish_catalogue
-from mlsky.alma.finder.cube import Cube, as_cube, resample
+from mlsky.alma.finder.cube import Cube, as_cube, noise_autocorrelation, resample
 from mlsky.alma.finder.deblend import split_blend, subtract
 from mlsky.alma.finder.inputs import (
     battery_input,
@@ -257,16 +257,17 @@ class AlmaSourceFinder:
         return spec, prob
 
     def characterise(self, cube: Cube, detections: list[tuple[float, float, int, int]],
-                     psf: np.ndarray | None = None) -> list[dict[str, float]]:
+                     psf: np.ndarray | None = None, noise_acf: np.ndarray | None = None) -> list[dict[str, float]]:
         """Measure detections at ``(x, y)`` with emission in channels ``[z0, z1)``: fitted on the
-        cube (``measure="fit"``; through the dirty beam ``psf`` when given), or the ResNet battery
-        on cutouts integrated over the range."""
+        cube (``measure="fit"``; through the dirty beam ``psf`` when given; ``noise_acf`` as for
+        :func:`~mlsky.alma.finder.measure.measure_source`), or the ResNet battery on cutouts
+        integrated over the range."""
         import torch
 
         if not detections:
             return []
         if self.measure == "fit":
-            return [measure_source(cube, *d, psf=psf) for d in detections]
+            return [measure_source(cube, *d, psf=psf, noise_acf=noise_acf) for d in detections]
         batch = torch.from_numpy(np.stack([battery_input(cube, *d, self.config_.cutout) for d in detections])[:, None])
         out = {}
         with torch.no_grad():
@@ -362,20 +363,22 @@ class AlmaSourceFinder:
             shares = sidelobe_share(rows, psf, cube.beam_fwhm_pix)
             rows = [r for r, share in zip(rows, shares) if share < SIDELOBE_SHARE]
         out = []
+        if rows and "noise_acf" not in memo:
+            memo["noise_acf"] = noise_autocorrelation(cube)  # once per cube, for every source's errors
         for row in rows:
             key = (row["x"], row["y"], row["z0"], row["z1"], row["deblend"])
             if key not in memo:
-                memo[key] = self._measured(cube, row, psf)
+                memo[key] = self._measured(cube, row, psf, memo["noise_acf"])
             # n_false depends on the thresholds: the memo's rows keep the first call's.
             out += [{**m, **{k: row[k] for k in ("snr", "n_false") if k in row}} for m in memo[key]]
         return out
 
-    def _measured(self, cube: Cube, row: dict, psf: np.ndarray | None) -> list[dict]:
+    def _measured(self, cube: Cube, row: dict, psf: np.ndarray | None, noise_acf: np.ndarray) -> list[dict]:
         """A detection measured (split first when deblending): one row, or two for a pair."""
         if self.deblend and self.measure == "fit":
-            return [{**r, **measure_source(c, r["x"], r["y"], r["z0"], r["z1"], psf=psf)}
+            return [{**r, **measure_source(c, r["x"], r["y"], r["z0"], r["z1"], psf=psf, noise_acf=noise_acf)}
                     for r, c in self.split(cube, [row])]
-        return [{**row, **self.characterise(cube, [(row["x"], row["y"], row["z0"], row["z1"])], psf)[0]}]
+        return [{**row, **self.characterise(cube, [(row["x"], row["y"], row["z0"], row["z1"])], psf, noise_acf)[0]}]
 
     def fit(self, cubes: Sequence, param_grid: dict[str, Sequence] | None = None) -> "AlmaSourceFinder":
         """Choose the thresholds with the best F1 (then mean IoU) on cubes with truth tables,
