@@ -34,15 +34,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 import mlsky
 from mlsky.alma.finder import as_cube
-from mlsky.alma.finder.cube import noise_autocorrelation
-from mlsky.alma.finder.measure import (
-    _acf_kernel,
-    _beam_transform,
-    _deconvolve,
-    _fit_through_beam,
-    cube_beam,
-    measure_source,
-)
+from mlsky.alma.finder.measure import _beam_transform, _deconvolve, _fit_through_beam, cube_beam, measure_source
 from mlsky.alma.metrics import angle_difference, beam_fwhm_of
 from mlsky.alma.sim.simulate import random_cube, simulate_cube
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA, canonical_shape
@@ -68,10 +60,9 @@ def _window(cube, source) -> tuple[slice, slice, float]:
 def oracle_through_beam(cube, source) -> tuple[float, float, float]:
     """The source's FWHMs and angle fitted through the dirty beam with the true line."""
     ys, xs, bmaj = _window(cube, source)
-    image = _line_image(cube, source, ys, xs)
-    acf = _acf_kernel(noise_autocorrelation(cube), *image.shape)
-    shape, _ = _fit_through_beam(image, source["x"], source["y"], acf, bmaj_pix=bmaj, ys=ys, xs=xs,
-                                 beam_ft=_beam_transform(cube.psf, ys, xs))
+    # No noise autocorrelation: the oracle's shape is all it gives, not its errors.
+    shape, _ = _fit_through_beam(_line_image(cube, source, ys, xs), source["x"], source["y"], None, bmaj_pix=bmaj,
+                                 ys=ys, xs=xs, beam_ft=_beam_transform(cube.psf, ys, xs))
     return shape["fwhm_x"], shape["fwhm_y"], shape["pa_deg"]
 
 

@@ -387,6 +387,24 @@ def angle_difference(a_deg: np.ndarray, b_deg: np.ndarray) -> np.ndarray:
     return (np.asarray(a_deg) - np.asarray(b_deg) + 90.0) % 180.0 - 90.0
 
 
+def _brighter(pairs: Table, min_snr: float | None) -> Table:
+    """The pairs whose true SNR exceeds ``min_snr`` (all of them for None)."""
+    if min_snr is None:
+        return pairs
+    if "snr_true" not in pairs.colnames:
+        raise ValueError("min_snr needs the matched pairs' true SNR (snr_true)")
+    return pairs[np.asarray(pairs["snr_true"], float) > min_snr]
+
+
+def _elongated(pairs: Table, min_axis_ratio: float) -> np.ndarray:
+    """Which pairs' true major axis is at least ``min_axis_ratio`` times the minor (all where the
+    truth has no shape): the position angle of a nearly round source is not defined."""
+    if {"fwhm_x_true", "fwhm_y_true"} <= set(pairs.colnames):
+        major, minor = np.asarray(pairs["fwhm_x_true"], float), np.asarray(pairs["fwhm_y_true"], float)
+        return major >= min_axis_ratio * np.maximum(minor, 1e-9)
+    return np.ones(len(pairs), bool)
+
+
 def parameter_residuals(pairs: Table, min_snr: float | None = None, min_axis_ratio_pa: float = 1.0) -> Table:
     """Mean and std of ``true - predicted`` for each parameter (the paper's Table 5).
 
@@ -403,10 +421,7 @@ def parameter_residuals(pairs: Table, min_snr: float | None = None, min_axis_rat
         least this: the angle of a nearly round source is not defined (the issue's targets
         use 1.5).
     """
-    if min_snr is not None:
-        if "snr_true" not in pairs.colnames:
-            raise ValueError("min_snr needs the matched pairs' true SNR (snr_true)")
-        pairs = pairs[np.asarray(pairs["snr_true"], float) > min_snr]
+    pairs = _brighter(pairs, min_snr)
     rows = []
     for name, unit in PARAMETERS.items():
         if f"{name}_true" not in pairs.colnames or f"{name}_pred" not in pairs.colnames:
@@ -414,9 +429,8 @@ def parameter_residuals(pairs: Table, min_snr: float | None = None, min_axis_rat
         t, p = np.asarray(pairs[f"{name}_true"], float), np.asarray(pairs[f"{name}_pred"], float)
         if name == "pa_deg":
             d = angle_difference(t, p)
-            if min_axis_ratio_pa > 1.0 and {"fwhm_x_true", "fwhm_y_true"} <= set(pairs.colnames):
-                major, minor = np.asarray(pairs["fwhm_x_true"], float), np.asarray(pairs["fwhm_y_true"], float)
-                d = d[major >= min_axis_ratio_pa * np.maximum(minor, 1e-9)]
+            if min_axis_ratio_pa > 1.0:
+                d = d[_elongated(pairs, min_axis_ratio_pa)]
         elif name == "flux":
             d = (t - p) * 1e3
         else:
@@ -451,19 +465,14 @@ def parameter_pulls(pairs: Table, min_snr: float | None = None, min_axis_ratio_p
     >>> [round(float(v), 3) for v in parameter_pulls(pairs)[0]["mean", "std", "within_1"]]
     [0.0, 0.816, 0.333]
     """
-    if min_snr is not None:
-        if "snr_true" not in pairs.colnames:
-            raise ValueError("min_snr needs the matched pairs' true SNR (snr_true)")
-        pairs = pairs[np.asarray(pairs["snr_true"], float) > min_snr]
+    pairs = _brighter(pairs, min_snr)
     rows = []
     for name in PARAMETERS:
         if not {f"{name}_true", f"{name}_pred", f"err_{name}_pred"} <= set(pairs.colnames):
             continue
         t, p = np.asarray(pairs[f"{name}_true"], float), np.asarray(pairs[f"{name}_pred"], float)
         d = angle_difference(p, t) if name == "pa_deg" else p - t
-        keep = np.ones(len(d), bool)
-        if name == "pa_deg" and {"fwhm_x_true", "fwhm_y_true"} <= set(pairs.colnames):
-            keep = np.asarray(pairs["fwhm_x_true"], float) >= min_axis_ratio_pa * np.asarray(pairs["fwhm_y_true"], float)
+        keep = _elongated(pairs, min_axis_ratio_pa) if name == "pa_deg" else np.ones(len(d), bool)
         pull = d[keep] / np.asarray(pairs[f"err_{name}_pred"], float)[keep]
         pull = pull[np.isfinite(pull)]
         rows.append((name, len(pull), *((float(np.mean(pull)), float(np.std(pull)), float(np.mean(np.abs(pull) < 1)))

@@ -261,16 +261,22 @@ def _fit_image_and_line(cube: Cube, fit_image, acf: np.ndarray | None, x: float,
     return shape, _fit_line(spectrum, spectrum_noise, z0, z1)
 
 
+def _about_peak(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``array`` (a beam or autocorrelation, peak at its ``shape // 2``) on a grid of ``shape``,
+    its peak at the grid's ``shape // 2``: cropped where it is larger, zero where it is smaller."""
+    grid = np.zeros(shape)
+    (cy, cx), (ty, tx) = np.array(array.shape) // 2, np.array(shape) // 2
+    y0, x0 = max(cy - ty, 0), max(cx - tx, 0)
+    sub = array[y0 : cy + shape[0] - ty, x0 : cx + shape[1] - tx]
+    oy, ox = ty - (cy - y0), tx - (cx - x0)
+    grid[oy : oy + sub.shape[0], ox : ox + sub.shape[1]] = sub
+    return grid
+
+
 def _acf_kernel(acf: np.ndarray, ny: int, nx: int) -> np.ndarray:
-    """The noise autocorrelation (peak at ``shape // 2``) on ``(2 ny - 1, 2 nx - 1)`` pixels about
-    its peak, zero where the cube is smaller: it reaches from any pixel of a window to any other."""
-    kernel = np.zeros((2 * ny - 1, 2 * nx - 1))
-    cy, cx = np.array(acf.shape) // 2
-    y0, x0 = max(cy - (ny - 1), 0), max(cx - (nx - 1), 0)
-    sub = acf[y0 : cy + ny, x0 : cx + nx]
-    oy, ox = (ny - 1) - (cy - y0), (nx - 1) - (cx - x0)
-    kernel[oy : oy + sub.shape[0], ox : ox + sub.shape[1]] = sub
-    return kernel
+    """The noise autocorrelation on ``(2 ny - 1, 2 nx - 1)`` pixels about its peak: it reaches
+    from any pixel of an ``(ny, nx)`` window to any other."""
+    return _about_peak(acf, (2 * ny - 1, 2 * nx - 1))
 
 
 def _correlated(images: np.ndarray, acf: np.ndarray) -> np.ndarray:
@@ -283,8 +289,14 @@ def _covariance(jac: np.ndarray, window: tuple[int, int], acf: np.ndarray) -> np
     ``acf``: the sandwich ``(J'J)^-1 J'CJ (J'J)^-1``. (The correlated noise leaves the least-squares
     fit unbiased, but its parameters scatter by more than ``(J'J)^-1``, about a beam area's worth.)"""
     columns = jac.T.reshape(-1, *window)
+    return _sandwich(jac, _correlated(columns, acf).reshape(len(columns), -1).T)
+
+
+def _sandwich(jac: np.ndarray, noise_jac: np.ndarray) -> np.ndarray:
+    """``(J'J)^-1 J' (C J) (J'J)^-1``, the least-squares covariance for noise of covariance ``C``,
+    given ``C J`` (``noise_jac``)."""
     bread = np.linalg.pinv(jac.T @ jac)
-    return bread @ (jac.T @ _correlated(columns, acf).reshape(len(columns), -1).T) @ bread
+    return bread @ (jac.T @ noise_jac) @ bread
 
 
 def _image_errors(jac: np.ndarray, model: np.ndarray, acf: np.ndarray, total_grad: np.ndarray) -> dict[str, object]:
@@ -367,13 +379,7 @@ def _beam_transform(psf: np.ndarray, ys: slice, xs: slice) -> np.ndarray:
     """The real FFT of the dirty beam on a square grid of twice the window (so that the beam's
     reach from any source in the window wraps around outside it), its peak at the origin."""
     size = 2 ** int(np.ceil(np.log2(2 * max(ys.stop - ys.start, xs.stop - xs.start))))
-    cy, cx = np.array(psf.shape) // 2
-    h = size // 2
-    grid = np.zeros((size, size))
-    y0, x0 = max(cy - h, 0), max(cx - h, 0)
-    sub = psf[y0 : cy + h, x0 : cx + h]
-    grid[h - (cy - y0) : h - (cy - y0) + sub.shape[0], h - (cx - x0) : h - (cx - x0) + sub.shape[1]] = sub
-    return np.fft.rfft2(np.fft.ifftshift(grid))
+    return np.fft.rfft2(np.fft.ifftshift(_about_peak(psf, (size, size))))
 
 
 def _fit_through_beam(image: np.ndarray, x: float, y: float, acf: np.ndarray | None, *, bmaj_pix: float, ys: slice,
@@ -461,8 +467,7 @@ def _fit_line(spectrum: np.ndarray, noise: np.ndarray | None, z0: int, z1: int) 
     if noise is None:
         return line
     jac = np.stack(fit.fit_deriv(z, *fit.parameters), axis=1)
-    bread = np.linalg.pinv(jac.T @ jac)
-    cov = bread @ (jac.T * noise[lo:hi] ** 2) @ jac @ bread
+    cov = _sandwich(jac, jac * noise[lo:hi, None] ** 2)  # independent channels: C is diagonal
     err_peak, err_z, err_sigma = np.sqrt(np.clip(np.diag(cov), 0, None))
     return line | {"err_z": float(err_z), "err_fwhm_z": float(err_sigma) * FWHM_PER_SIGMA,
                    "err_peak": float(np.hypot(err_peak, np.sqrt(continuum_var)))}
