@@ -7,9 +7,9 @@ import pytest
 from astropy.table import Table
 
 from mlsky.alma.finder import AlmaSourceFinder, as_cube
-from mlsky.alma.finder.deblend import MIN_GAIN, blend_fit, split_blend, subtract
+from mlsky.alma.finder.deblend import MIN_GAIN, MIN_SEPARATION, beam_major_pix, blend_fit, distinct, separation, split_blend, subtract
 from mlsky.alma.metrics import match
-from mlsky.alma.sim.simulate import simulate_cube
+from mlsky.alma.sim.simulate import random_cube, simulate_cube
 from mlsky.data.weights import shipped_weights
 
 SHAPE = (48, 96, 96)
@@ -65,3 +65,22 @@ def test_the_finder_reports_both_of_a_pair_only_when_deblending(pair):
     pairs = match(pair.truth, found[True])
     assert len(pairs) == 2 and len(found[True]) == 2
     assert found[True]["deblend"].all()
+
+
+def test_a_source_reached_from_two_candidates_is_reported_once():
+    # Two sources 2.2 beams apart, lines 8.5 channels apart, each with its own blob: each box's
+    # detection is deblended into the same pair, which was reported twice.
+    sky = random_cube(7_000_010, shape=(64, 128, 128))
+    cube = as_cube(sky, psf=sky.beam)
+    found = AlmaSourceFinder(shipped_weights("alma_finder")).load().predict(cube)
+    assert len(match(sky.truth, found)) == len(sky.truth) == len(found)
+    bmaj = beam_major_pix(cube)
+    places = [(r["x"], r["y"], r["z"], r["fwhm_z"] / 2.3548) for r in found]
+    assert min(separation(a, b, bmaj) for i, a in enumerate(places) for b in places[i + 1:]) > MIN_SEPARATION
+
+
+def test_distinct_keeps_the_most_significant_of_a_repeat_and_every_separate_source():
+    row = dict(x=10.0, y=10.0, z=20.0, fwhm_z=4.0)
+    rows = [dict(row, snr=8.0), dict(row, x=10.5, snr=9.0), dict(row, x=30.0, snr=5.0),
+            dict(row, z=30.0, snr=4.0)]  # a line 6 sigma away at the same place is another source
+    assert [r["snr"] for r in distinct(rows, bmaj=6.0)] == [9.0, 5.0, 4.0]

@@ -39,7 +39,7 @@ from scipy.optimize import least_squares
 from mlsky.alma.finder.cube import Cube
 from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 
-__all__ = ["BlendFit", "Component", "blend_fit", "split_blend", "subtract"]
+__all__ = ["BlendFit", "Component", "beam_major_pix", "blend_fit", "distinct", "separation", "split_blend", "subtract"]
 
 #: Least chi-square gain of a second component, per beam area of pixels.
 MIN_GAIN = 45.0
@@ -139,9 +139,7 @@ def blend_fit(cube: Cube, x: float, y: float, z0: int, z1: int) -> BlendFit:
     """One and (when the single component explains enough for a second to pass) two 3-D
     Gaussians fitted to the detection's sub-cube; see :func:`split_blend`."""
     n_chan, ny, nx = cube.data.shape
-    bmaj = cube.beam_fwhm_pix
-    if cube.beam is not None:
-        bmaj = float(cube.beam.major.to_value(u.arcsec)) / cube.pixel_scale_arcsec
+    bmaj = beam_major_pix(cube)
     sigma_beam = bmaj / FWHM_PER_SIGMA
     half = int(np.ceil(1.5 * bmaj))
     xi, yi = int(round(x)), int(round(y))
@@ -172,8 +170,43 @@ def blend_fit(cube: Cube, x: float, y: float, z0: int, z1: int) -> BlendFit:
     lo2, hi2 = np.tile(lo1, 2), np.tile(hi1, 2)
     two, chi2 = min((_fit(data, zz, yy, xx, s, lo2, hi2) for s in starts), key=lambda r: r[1])
     p, q = sorted(two, key=lambda c: c[3])
-    separation = float(np.hypot(np.hypot(p[1] - q[1], p[2] - q[2]) / bmaj, (p[3] - q[3]) / np.hypot(p[7], q[7]) * np.sqrt(2)))
-    return BlendFit(single, (Component(*p), Component(*q)), first_gain, (chi1 - chi2) / cube.beam_area_pix, separation)
+    apart = separation((p[1], p[2], p[3], p[7]), (q[1], q[2], q[3], q[7]), bmaj)
+    return BlendFit(single, (Component(*p), Component(*q)), first_gain, (chi1 - chi2) / cube.beam_area_pix, apart)
+
+
+def beam_major_pix(cube: Cube) -> float:
+    """The beam's major axis in pixels (the header's beam when the cube has one)."""
+    if cube.beam is not None:
+        return float(cube.beam.major.to_value(u.arcsec)) / cube.pixel_scale_arcsec
+    return cube.beam_fwhm_pix
+
+
+def separation(a: tuple[float, float, float, float], b: tuple[float, float, float, float], bmaj: float) -> float:
+    """How far apart two sources ``(x, y, z, sigma_z)`` are: the sky distance in beams (major
+    axis ``bmaj`` pixels) and the line distance in line sigmas (the rms of the two), added in
+    quadrature."""
+    return float(np.hypot(np.hypot(a[0] - b[0], a[1] - b[1]) / bmaj, (a[2] - b[2]) / np.sqrt((a[3] ** 2 + b[3] ** 2) / 2)))
+
+
+def distinct(rows: list[dict], bmaj: float) -> list[dict]:
+    """The measured detections less those that repeat a more significant one (``snr``).
+
+    Two candidates can reach the same source: two neighbouring boxes each deblended into the same
+    pair, or two measurements drawn to one bright source. Detections closer than
+    :data:`MIN_SEPARATION` (:func:`separation`, from the measured ``x, y, z, fwhm_z``) are the
+    ones this module does not tell apart, so only the most significant of them is kept.
+    """
+    order = sorted(range(len(rows)), key=lambda i: -rows[i]["snr"])
+    kept: list[int] = []
+    for i in order:
+        a = _place(rows[i])
+        if not any(separation(a, _place(rows[j]), bmaj) < MIN_SEPARATION for j in kept):
+            kept.append(i)
+    return [rows[i] for i in sorted(kept)]
+
+
+def _place(row: dict) -> tuple[float, float, float, float]:
+    return row["x"], row["y"], row["z"], row["fwhm_z"] / FWHM_PER_SIGMA
 
 
 def subtract(cube: Cube, component: Component) -> Cube:

@@ -44,7 +44,7 @@ from scipy import ndimage
 
 from mlsky.alma.finder.catalogue import finish_catalogue
 from mlsky.alma.finder.cube import Cube, as_cube, noise_autocorrelation, resample
-from mlsky.alma.finder.deblend import split_blend, subtract
+from mlsky.alma.finder.deblend import beam_major_pix, distinct, split_blend, subtract
 from mlsky.alma.finder.inputs import (
     battery_input,
     box_spectrum,
@@ -342,6 +342,8 @@ class AlmaSourceFinder:
         With ``psf`` (the dirty beam on the cube's grid, peak 1 at ``shape // 2``), a candidate
         that a brighter one's sidelobes explain is dropped too (:mod:`~mlsky.alma.finder.sidelobes`),
         and the sources are measured through it (:func:`~mlsky.alma.finder.measure.measure_source`).
+        Measured detections that repeat a more significant one are dropped
+        (:func:`~mlsky.alma.finder.deblend.distinct`).
 
         ``memo`` (one dict per cube and map) keeps each box's Deep GRU output and each
         detection's measurement between calls, so that a threshold scan runs every network
@@ -371,7 +373,7 @@ class AlmaSourceFinder:
                 memo[key] = self._measured(cube, row, psf, memo["noise_acf"])
             # n_false depends on the thresholds: the memo's rows keep the first call's.
             out += [{**m, **{k: row[k] for k in ("snr", "n_false") if k in row}} for m in memo[key]]
-        return out
+        return distinct(out, beam_major_pix(cube))
 
     def _measured(self, cube: Cube, row: dict, psf: np.ndarray | None, noise_acf: np.ndarray) -> list[dict]:
         """A detection measured (split first when deblending): one row, or two for a pair."""
