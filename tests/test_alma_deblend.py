@@ -10,6 +10,7 @@ from mlsky.alma.finder import AlmaSourceFinder, as_cube
 from mlsky.alma.finder.deblend import MIN_GAIN, MIN_SEPARATION, beam_major_pix, blend_fit, distinct, separation, split_blend, subtract
 from mlsky.alma.metrics import match
 from mlsky.alma.sim.simulate import random_cube, simulate_cube
+from mlsky.alma.sim.sky import FWHM_PER_SIGMA
 from mlsky.data.weights import shipped_weights
 
 SHAPE = (48, 96, 96)
@@ -75,7 +76,7 @@ def test_a_source_reached_from_two_candidates_is_reported_once():
     found = AlmaSourceFinder(shipped_weights("alma_finder")).load().predict(cube)
     assert len(match(sky.truth, found)) == len(sky.truth) == len(found)
     bmaj = beam_major_pix(cube)
-    places = [(r["x"], r["y"], r["z"], r["fwhm_z"] / 2.3548) for r in found]
+    places = [(r["x"], r["y"], r["z"], r["fwhm_z"] / FWHM_PER_SIGMA) for r in found]
     assert min(separation(a, b, bmaj) for i, a in enumerate(places) for b in places[i + 1:]) > MIN_SEPARATION
 
 
