@@ -17,12 +17,15 @@ Examples
 from __future__ import annotations
 
 import numpy as np
+from astropy.stats import mad_std
+from scipy import stats
 from sklearn.metrics import make_scorer
 
 #: |Δz|/(1+z) above which a photometric redshift is a catastrophic outlier.
 OUTLIER_THRESHOLD = 0.15
-#: Scale factor that makes the median absolute deviation estimate a Gaussian sigma.
-NMAD_SCALE = 1.4826
+#: Scale factor that makes the median absolute deviation estimate a Gaussian sigma, 1 / Phi^-1(3/4):
+#: :func:`astropy.stats.mad_std`'s, for the bounds on the score that forward selection computes.
+NMAD_SCALE = float(1.0 / stats.norm.ppf(0.75))
 
 
 def normalised_residual(z_true, z_pred) -> np.ndarray:
@@ -32,9 +35,9 @@ def normalised_residual(z_true, z_pred) -> np.ndarray:
 
 
 def nmad(z_true, z_pred) -> float:
-    """Normalised median absolute deviation: 1.4826 median(|dz - median(dz)|), dz = Δz/(1+z)."""
-    dz = normalised_residual(z_true, z_pred)
-    return float(NMAD_SCALE * np.median(np.abs(dz - np.median(dz))))
+    """Normalised median absolute deviation: 1.4826 median(|dz - median(dz)|), dz = Δz/(1+z)
+    (:func:`astropy.stats.mad_std`)."""
+    return float(mad_std(normalised_residual(z_true, z_pred)))
 
 
 def eta(z_true, z_pred, threshold: float = OUTLIER_THRESHOLD) -> float:

@@ -57,6 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from astropy.stats import mad_std
 from astropy.table import Table
 from scipy.spatial import cKDTree
 from sklearn.base import BaseEstimator
@@ -351,7 +352,7 @@ class ForwardSelector(SelectorMixin, BaseEstimator):
         dz = (value - z) / (1.0 + z)
         if self.scoring == "eta":
             return -np.mean(np.abs(dz) > OUTLIER_THRESHOLD, axis=0)
-        return -NMAD_SCALE * np.median(np.abs(dz - np.median(dz, axis=0)), axis=0)
+        return -mad_std(dz, axis=0)
 
 
 def _outlier_sides(r_lo, r_hi) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from astropy.stats import mad_std
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
@@ -118,7 +119,7 @@ def measure_object(image: np.ndarray, *, nsigma: float = 3.0, smooth: float = 1.
     h, w = grey.shape
     border = np.concatenate([grey[:8].ravel(), grey[-8:].ravel(), grey[:, :8].ravel(), grey[:, -8:].ravel()])
     level = float(np.median(border))
-    noise = max(1.4826 * float(np.median(np.abs(border - level))), 1.0)  # JPEG floors the noise at ~1 ADU
+    noise = max(float(mad_std(border)), 1.0)  # JPEG floors the noise at ~1 ADU
     smoothed = ndimage.gaussian_filter(grey, smooth)
     labels, count = ndimage.label(smoothed > level + nsigma * noise)
     cy, cx = (h - 1) / 2, (w - 1) / 2

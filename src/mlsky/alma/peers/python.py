@@ -30,6 +30,7 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
+from astropy.stats import mad_std
 from astropy.table import Table
 from scipy import ndimage, stats
 
@@ -235,6 +236,7 @@ class SofiaFinder(_Finder):
                 smooth = ndimage.gaussian_filter(smooth, (0, fwhm / FWHM_PER_SIGMA, fwhm / FWHM_PER_SIGMA))
             if width:
                 smooth = ndimage.uniform_filter1d(smooth, width, axis=0)
+            # SoFiA's noise statistic is the MAD about zero, not about the median.
             smooth = smooth / (1.4826 * np.median(np.abs(smooth)))
             np.maximum(hi, smooth, out=hi)
             np.minimum(lo, smooth, out=lo)
@@ -355,7 +357,7 @@ class PhotutilsFinder(_Finder):
             footprint = labels2d[sl] == k
             spec = snr[:, sl[0], sl[1]].sum(axis=(1, 2), where=footprint[None])
             spec = ndimage.uniform_filter1d(spec, 3)
-            spec = (spec - np.median(spec)) / max(1.4826 * np.median(np.abs(spec - np.median(spec))), 1e-9)
+            spec = (spec - np.median(spec)) / max(mad_std(spec), 1e-9)
             peak = int(np.argmax(spec))
             on, _ = ndimage.label(spec > min(self.line_sigma, spec[peak]))
             chans = on == on[peak]
